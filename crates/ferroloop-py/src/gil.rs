@@ -1,0 +1,42 @@
+//! State shared between Python threads, guarded by the GIL.
+//!
+//! PyO3 requires every `#[pyclass]` to be `Sync`. The loop's state (ready queue, timer heap, fd
+//! table) is only ever touched by a thread that holds the GIL, so a `RefCell` behind a proof of
+//! holding the GIL (`Python<'_>`) is enough: no lock on the hot path, and a re-entrant misuse
+//! panics instead of corrupting memory.
+
+use pyo3::Python;
+use std::cell::{Ref, RefCell, RefMut};
+
+
+/// A `RefCell` that can only be borrowed with the GIL held.
+#[derive(Default)]
+pub struct GilCell<T>(RefCell<T>);
+
+// SAFETY: every access goes through `borrow`/`borrow_mut`, which require a `Python<'_>` token, so
+// it happens on a thread holding the GIL; with the GIL (the module is declared `gil_used`, so a
+// free-threaded interpreter turns the GIL back on when it imports it)
+// only one such thread runs at a time, and the GIL's release/acquire orders their accesses. A
+// `Ref`/`RefMut` cannot move into `Python::detach` (they are not `Send`), so no access happens
+// with the GIL released; one kept alive across a `detach` in the caller's frame is seen by another
+// thread as borrowed (a panic, never a data race, because the flag is not written meanwhile).
+unsafe impl<T: Send> Sync for GilCell<T> {}
+
+impl<T> GilCell<T> {
+    /// Wraps `value`.
+    pub fn new(value: T) -> Self {
+        Self(RefCell::new(value))
+    }
+
+    /// Shared access, with the GIL held.
+    #[inline]
+    pub fn borrow<'a>(&'a self, _py: Python<'_>) -> Ref<'a, T> {
+        self.0.borrow()
+    }
+
+    /// Exclusive access, with the GIL held. Never call into Python while holding it.
+    #[inline]
+    pub fn borrow_mut<'a>(&'a self, _py: Python<'_>) -> RefMut<'a, T> {
+        self.0.borrow_mut()
+    }
+}

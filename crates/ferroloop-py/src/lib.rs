@@ -1,0 +1,16 @@
+//! `ferroloop._native`: the Rust half of ferroloop. The Python package (`python/ferroloop`)
+//! subclasses `LoopCore` into `ferroloop.Loop`.
+
+mod gil;
+mod handle;
+mod loop_core;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<loop_core::LoopCore>()?;
+    m.add_class::<handle::Handle>()?;
+    m.add_class::<handle::TimerHandle>()?;
+    Ok(())
+}

@@ -1,0 +1,625 @@
+//! `LoopCore`: the native half of `ferroloop.Loop`.
+//!
+//! Everything done once per callback, timer or fd event lives here: scheduling (`call_soon`,
+//! `call_later`, `call_at`, `call_soon_threadsafe`), the turn (`_run_once`) and the loop over
+//! turns (`_run_native`), and fd watching (`_add_reader` ...). What is done once per run or per
+//! setup (running-loop bookkeeping, async-generator hooks, exception handlers, executors, signals)
+//! is in `python/ferroloop/_loop.py`, which subclasses this class.
+//!
+//! One turn, as CPython's `BaseEventLoop._run_once`:
+//! 1. drop cancelled timers (compacting when they pile up);
+//! 2. wait for I/O: zero timeout when callbacks are ready or `stop()` was called, else until the
+//!    earliest timer, else forever; the GIL is released while waiting; a signal ends the wait and
+//!    its Python handler runs at once;
+//! 3. ready fds queue their reader/writer handles; due timers are queued;
+//! 4. run exactly the callbacks that were ready at that point, each in its own context.
+
+use crate::gil::GilCell;
+use crate::handle::{Handle, TimerHandle};
+use ferroloop_core::{clock, Events, Interest, Poller, ReadyQueue, TimerEntry, TimerHeap, Waker};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::PyClassInitializer;
+use pyo3::types::PyTuple;
+use pyo3::{ffi, intern};
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// CPython's `base_events.MAXIMUM_SELECT_TIMEOUT`: never wait longer than a day at once.
+const MAXIMUM_SELECT_TIMEOUT: f64 = 24.0 * 3600.0;
+
+/// A timer in the heap: the handle `call_at` returned.
+pub(crate) struct TimerRef(Py<Handle>);
+
+impl TimerEntry for TimerRef {
+    fn is_cancelled(&self) -> bool {
+        self.0.get().is_cancelled()
+    }
+    fn set_unscheduled(&self) {
+        self.0.get().scheduled.store(false, Relaxed);
+    }
+}
+
+/// The callbacks watching one fd.
+#[derive(Default)]
+struct FdEntry {
+    reader: Option<Py<Handle>>,
+    writer: Option<Py<Handle>>,
+}
+
+impl FdEntry {
+    fn interest(&self) -> Interest {
+        Interest { read: self.reader.is_some(), write: self.writer.is_some() }
+    }
+}
+
+#[derive(Default)]
+struct LoopState {
+    ready: ReadyQueue<Py<Handle>>,
+    timers: TimerHeap<TimerRef>,
+    /// `None` once the loop is closed (the epoll fd and the waker's eventfd are then closed).
+    poller: Option<Arc<Poller>>,
+    /// Watched fds. An fd is registered in epoll exactly when it has an entry here.
+    fds: HashMap<RawFd, FdEntry>,
+}
+
+/// Counters for `loop.stats()`; cheap enough to be always on.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) turns: AtomicU64,
+    pub(crate) callbacks: AtomicU64,
+}
+
+/// The native base class of `ferroloop.Loop`.
+#[pyclass(subclass, frozen, module = "ferroloop._native", name = "LoopCore")]
+pub struct LoopCore {
+    st: GilCell<LoopState>,
+    /// The wait's event buffer. Only the thread running the loop locks it (uncontended); it is a
+    /// mutex so that it can be used with the GIL released.
+    events: Mutex<Events>,
+    /// Wakes the poller from any thread (`call_soon_threadsafe`). Kept outside `st` so that waking
+    /// needs no borrow; it is `None` after close.
+    waker: GilCell<Option<Waker>>,
+    /// `stop()` was called: the loop finishes the current turn and `run_forever` returns.
+    stopping: AtomicBool,
+    closed: AtomicBool,
+    debug: AtomicBool,
+    /// `time.get_clock_info('monotonic').resolution`: timers due within it of now run now.
+    clock_resolution: f64,
+    pub(crate) counters: Counters,
+}
+
+impl LoopCore {
+    #[inline]
+    pub(crate) fn debug(&self) -> bool {
+        self.debug.load(Relaxed)
+    }
+
+    pub(crate) fn timer_cancelled(&self, py: Python<'_>) {
+        self.st.borrow_mut(py).timers.note_cancelled();
+    }
+
+    #[inline]
+    fn check_closed(&self) -> PyResult<()> {
+        if self.closed.load(Relaxed) {
+            return Err(PyRuntimeError::new_err("Event loop is closed"));
+        }
+        Ok(())
+    }
+
+    /// Builds a handle; `context=None` means a copy of the current context (asyncio.Handle).
+    fn new_handle(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+        when: f64,
+    ) -> PyResult<Handle> {
+        let py = slf.py();
+        let context = match context {
+            Some(c) if !c.is_none() => c.unbind(),
+            _ => copy_context(py)?,
+        };
+        Ok(Handle::new(slf.clone().into_any().unbind(), callback.unbind(), args.unbind(), context, when))
+    }
+
+    /// The debug-mode checks of `call_soon` & co (thread, callback type): in Python, off the hot
+    /// path.
+    fn debug_check(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        method: &str,
+        check_thread: bool,
+    ) -> PyResult<()> {
+        slf.call_method1(intern!(slf.py(), "_debug_check_call"), (callback, method, check_thread))?;
+        Ok(())
+    }
+
+    fn schedule_soon(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+        method: &str,
+        check_thread: bool,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_closed()?;
+        let debug = this.debug();
+        if debug {
+            Self::debug_check(slf, &callback, method, check_thread)?;
+        }
+        let handle = Py::new(py, Self::new_handle(slf, callback, args, context, 0.0)?)?;
+        if debug {
+            slf.call_method1(intern!(py, "_debug_set_traceback"), (&handle,))?;
+        }
+        this.st.borrow_mut(py).ready.push(handle.clone_ref(py));
+        Ok(handle)
+    }
+
+    fn schedule_at(
+        slf: &Bound<'_, Self>,
+        when: f64,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_closed()?;
+        let debug = this.debug();
+        if debug {
+            Self::debug_check(slf, &callback, "call_at", true)?;
+        }
+        let handle = Self::new_handle(slf, callback, args, context, when)?;
+        handle.scheduled.store(true, Relaxed);
+        let timer = Py::new(py, PyClassInitializer::from(handle).add_subclass(TimerHandle))?;
+        let base: Py<Handle> = timer.bind(py).as_super().clone().unbind();
+        if debug {
+            slf.call_method1(intern!(py, "_debug_set_traceback"), (&timer,))?;
+        }
+        this.st.borrow_mut(py).timers.push(when, TimerRef(base));
+        Ok(timer)
+    }
+
+    /// One turn of the loop (see the module comment).
+    fn run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        this.counters.turns.fetch_add(1, Relaxed);
+
+        // 1. Timeout, with cancelled timers dropped first. What is removed is dropped after the
+        //    borrow ends: dropping a Python object can run code that schedules callbacks.
+        let mut removed = Vec::new();
+        let (timeout, poller) = {
+            let mut st = this.st.borrow_mut(py);
+            st.timers.purge_cancelled(&mut removed);
+            let timeout = if !st.ready.is_empty() || this.stopping.load(Relaxed) {
+                Some(Duration::ZERO)
+            } else if let Some(when) = st.timers.next_deadline() {
+                let secs = (when - clock::monotonic()).clamp(0.0, MAXIMUM_SELECT_TIMEOUT);
+                Some(Duration::from_secs_f64(secs))
+            } else {
+                None
+            };
+            // A turn that must not block and has no fd to poll skips the syscall: wake-ups from
+            // other threads put their callback in the ready queue themselves (under the GIL).
+            let poll = timeout != Some(Duration::ZERO) || !st.fds.is_empty();
+            (timeout, if poll { st.poller.clone() } else { None })
+        };
+        drop(removed);
+
+        // 2. Wait for I/O, then 3a. queue the handles of ready fds.
+        if let Some(poller) = poller {
+            let mut guard = this.events.lock().unwrap_or_else(|e| e.into_inner());
+            let events: &mut Events = &mut guard;
+            let res = if timeout == Some(Duration::ZERO) {
+                poller.wait(events, timeout)
+            } else {
+                py.detach(|| poller.wait(events, timeout))
+            };
+            match res {
+                Ok(()) => {}
+                // A signal ended the wait: run its Python handler now (Ctrl-C raises here).
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => py.check_signals()?,
+                Err(e) => return Err(PyOSError::new_err(e.to_string())),
+            }
+            let mut stale: Vec<(RawFd, bool)> = Vec::new();
+            {
+                let mut st = this.st.borrow_mut(py);
+                let LoopState { ready, fds, .. } = &mut *st;
+                poller.drain(events, |r| {
+                    let fd = r.token as RawFd;
+                    let Some(entry) = fds.get(&fd) else { return };
+                    for (hit, handle, is_reader) in
+                        [(r.read, &entry.reader, true), (r.write, &entry.writer, false)]
+                    {
+                        if let (true, Some(h)) = (hit, handle) {
+                            if h.get().is_cancelled() {
+                                stale.push((fd, is_reader));
+                            } else {
+                                ready.push(h.clone_ref(py));
+                            }
+                        }
+                    }
+                });
+            }
+            drop(guard);
+            // A reader/writer handle cancelled directly is unregistered when its fd fires
+            // (selector_events._process_events).
+            for (fd, is_reader) in stale {
+                Self::remove_fd_callback(slf, fd, is_reader)?;
+            }
+        }
+
+        // 3b. Queue the due timers.
+        {
+            let mut st = this.st.borrow_mut(py);
+            let LoopState { ready, timers, .. } = &mut *st;
+            let end = clock::monotonic() + this.clock_resolution;
+            timers.pop_due(end, |t| ready.push(t.0));
+        }
+
+        // 4. Run what is ready now; callbacks scheduled meanwhile wait for the next turn.
+        let n = this.st.borrow(py).ready.turn_len();
+        let debug = this.debug();
+        for _ in 0..n {
+            let Some(handle) = this.st.borrow_mut(py).ready.pop() else { break };
+            let h = handle.bind(py);
+            if h.get().is_cancelled() {
+                continue;
+            }
+            this.counters.callbacks.fetch_add(1, Relaxed);
+            if debug {
+                slf.call_method1(intern!(py, "_run_handle_debug"), (h,))?;
+            } else {
+                Handle::run(h)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers `handle` as the reader (or writer) of `fd`, replacing and cancelling any previous
+    /// one (selector_events._add_reader).
+    fn set_fd_callback(
+        slf: &Bound<'_, Self>,
+        fd: RawFd,
+        handle: Py<Handle>,
+        is_reader: bool,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let old = {
+            let mut st = this.st.borrow_mut(py);
+            let poller = st.poller.clone().ok_or_else(|| PyRuntimeError::new_err("Event loop is closed"))?;
+            let existed = st.fds.contains_key(&fd);
+            let entry = st.fds.entry(fd).or_default();
+            let slot = if is_reader { &mut entry.reader } else { &mut entry.writer };
+            let old = slot.replace(handle);
+            let interest = entry.interest();
+            let res = if existed {
+                poller.modify(fd, fd as u64, interest).or_else(|e| {
+                    // The fd was closed and its number reused: epoll forgot it.
+                    if e.raw_os_error() == Some(rustix::io::Errno::NOENT.raw_os_error()) {
+                        poller.add(fd, fd as u64, interest)
+                    } else {
+                        Err(e)
+                    }
+                })
+            } else {
+                poller.add(fd, fd as u64, interest)
+            };
+            if let Err(e) = res {
+                // Undo, so that the table keeps matching what epoll watches.
+                let entry = st.fds.get_mut(&fd).expect("inserted above");
+                let slot = if is_reader { &mut entry.reader } else { &mut entry.writer };
+                let new = std::mem::replace(slot, old);
+                if !existed {
+                    let gone = st.fds.remove(&fd);
+                    drop(st);
+                    drop((new, gone));
+                } else {
+                    drop(st);
+                    drop(new);
+                }
+                return Err(os_error(e));
+            }
+            old
+        };
+        if let Some(old) = old {
+            Handle::cancel_handle(old.bind(py))?;
+        }
+        Ok(())
+    }
+
+    /// Unregisters the reader (or writer) of `fd` and cancels it; false when there was none.
+    fn remove_fd_callback(slf: &Bound<'_, Self>, fd: RawFd, is_reader: bool) -> PyResult<bool> {
+        let py = slf.py();
+        let this = slf.get();
+        let (old, gone) = {
+            let mut st = this.st.borrow_mut(py);
+            let poller = st.poller.clone();
+            let Some(entry) = st.fds.get_mut(&fd) else { return Ok(false) };
+            let slot = if is_reader { &mut entry.reader } else { &mut entry.writer };
+            let Some(old) = slot.take() else { return Ok(false) };
+            let interest = entry.interest();
+            let mut gone = None;
+            if let Some(poller) = poller {
+                if interest.is_empty() {
+                    gone = st.fds.remove(&fd);
+                    // The fd may be closed already (then the kernel dropped it): not an error,
+                    // as in selectors.EpollSelector.unregister.
+                    let _ = poller.delete(fd);
+                } else if let Err(e) = poller.modify(fd, fd as u64, interest) {
+                    if e.raw_os_error() != Some(rustix::io::Errno::NOENT.raw_os_error())
+                        && e.raw_os_error() != Some(rustix::io::Errno::BADF.raw_os_error())
+                    {
+                        drop(st);
+                        Handle::cancel_handle(old.bind(py))?;
+                        return Err(os_error(e));
+                    }
+                }
+            }
+            (old, gone)
+        };
+        drop(gone);
+        Handle::cancel_handle(old.bind(py))?;
+        Ok(true)
+    }
+}
+
+fn os_error(e: io::Error) -> PyErr {
+    match e.raw_os_error() {
+        Some(code) => PyOSError::new_err((code, rustix::io::Errno::from_raw_os_error(code).to_string())),
+        None => PyOSError::new_err(e.to_string()),
+    }
+}
+
+/// `contextvars.copy_context()`.
+fn copy_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    // SAFETY: called with the GIL held (we have `py`); PyContext_CopyCurrent returns a new
+    // reference or NULL with an exception set, which `from_owned_ptr_or_err` turns into an error.
+    unsafe { Ok(Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent())?.unbind()) }
+}
+
+#[pymethods]
+impl LoopCore {
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn py_new(
+        _args: &Bound<'_, PyTuple>,
+        _kwargs: Option<&Bound<'_, pyo3::types::PyDict>>,
+    ) -> PyResult<Self> {
+        let poller = Poller::new().map_err(os_error)?;
+        let waker = poller.waker();
+        Ok(LoopCore {
+            st: GilCell::new(LoopState { poller: Some(Arc::new(poller)), ..Default::default() }),
+            events: Mutex::new(Events::new()),
+            waker: GilCell::new(Some(waker)),
+            stopping: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            debug: AtomicBool::new(false),
+            clock_resolution: clock::resolution(),
+            counters: Counters::default(),
+        })
+    }
+
+    /// The loop clock: `time.monotonic()`'s clock, in seconds.
+    fn time(&self) -> f64 {
+        clock::monotonic()
+    }
+
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn call_soon(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        Self::schedule_soon(slf, callback, args, context, "call_soon", true)
+    }
+
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn call_soon_threadsafe(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let handle = Self::schedule_soon(slf, callback, args, context, "call_soon_threadsafe", false)?;
+        Self::_write_to_self(slf);
+        Ok(handle)
+    }
+
+    #[pyo3(signature = (delay, callback, *args, context=None))]
+    fn call_later(
+        slf: &Bound<'_, Self>,
+        delay: Option<f64>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        let Some(delay) = delay else {
+            return Err(PyTypeError::new_err("delay must not be None"));
+        };
+        Self::schedule_at(slf, clock::monotonic() + delay, callback, args, context)
+    }
+
+    #[pyo3(signature = (when, callback, *args, context=None))]
+    fn call_at(
+        slf: &Bound<'_, Self>,
+        when: Option<f64>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        let Some(when) = when else {
+            return Err(PyTypeError::new_err("when cannot be None"));
+        };
+        Self::schedule_at(slf, when, callback, args, context)
+    }
+
+    /// Wakes the loop from another thread (the stdlib's name for it).
+    fn _write_to_self(slf: &Bound<'_, Self>) {
+        let py = slf.py();
+        let waker = slf.get().waker.borrow(py).clone();
+        if let Some(w) = waker {
+            // A failed eventfd write can only mean the counter is saturated, i.e. already awake.
+            let _ = w.wake();
+        }
+    }
+
+    /// Stops the loop after the current turn (in any state; a stopped loop runs one turn when
+    /// started again, as the stdlib's does).
+    fn stop(&self) {
+        self.stopping.store(true, Relaxed);
+    }
+
+    #[getter]
+    fn _stopping(&self) -> bool {
+        self.stopping.load(Relaxed)
+    }
+
+    #[setter(_stopping)]
+    fn set_stopping(&self, v: bool) {
+        self.stopping.store(v, Relaxed);
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Relaxed)
+    }
+
+    #[getter]
+    fn _closed(&self) -> bool {
+        self.closed.load(Relaxed)
+    }
+
+    fn get_debug(&self) -> bool {
+        self.debug()
+    }
+
+    fn _set_debug_flag(&self, enabled: bool) {
+        self.debug.store(enabled, Relaxed);
+    }
+
+    #[getter]
+    fn _debug(&self) -> bool {
+        self.debug()
+    }
+
+    /// Runs turns until `stop()`; the Python `run_forever` does the setup around it.
+    fn _run_native(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let this = slf.get();
+        let res = loop {
+            if let Err(e) = Self::run_once(slf) {
+                break Err(e);
+            }
+            if this.stopping.load(Relaxed) {
+                break Ok(());
+            }
+        };
+        this.stopping.store(false, Relaxed);
+        res
+    }
+
+    /// One turn (CPython's `_run_once`).
+    fn _run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::run_once(slf)
+    }
+
+    /// Marks the loop closed and drops what it holds: ready callbacks, timers, watched fds, the
+    /// epoll fd and the waker.
+    fn _close_native(slf: &Bound<'_, Self>) {
+        let py = slf.py();
+        let this = slf.get();
+        this.closed.store(true, Relaxed);
+        let taken = {
+            let mut st = this.st.borrow_mut(py);
+            (
+                st.ready.take_all(),
+                st.timers.take_all(),
+                std::mem::take(&mut st.fds),
+                st.poller.take(),
+            )
+        };
+        let waker = this.waker.borrow_mut(py).take();
+        for t in &taken.1 {
+            t.set_unscheduled();
+        }
+        drop((taken, waker));
+    }
+
+    #[pyo3(signature = (fd, callback, *args))]
+    fn _add_reader(
+        slf: &Bound<'_, Self>,
+        fd: RawFd,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+    ) -> PyResult<Py<Handle>> {
+        slf.get().check_closed()?;
+        let handle = Py::new(slf.py(), Self::new_handle(slf, callback, args, None, 0.0)?)?;
+        Self::set_fd_callback(slf, fd, handle.clone_ref(slf.py()), true)?;
+        Ok(handle)
+    }
+
+    #[pyo3(signature = (fd, callback, *args))]
+    fn _add_writer(
+        slf: &Bound<'_, Self>,
+        fd: RawFd,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+    ) -> PyResult<Py<Handle>> {
+        slf.get().check_closed()?;
+        let handle = Py::new(slf.py(), Self::new_handle(slf, callback, args, None, 0.0)?)?;
+        Self::set_fd_callback(slf, fd, handle.clone_ref(slf.py()), false)?;
+        Ok(handle)
+    }
+
+    fn _remove_reader(slf: &Bound<'_, Self>, fd: RawFd) -> PyResult<bool> {
+        if slf.get().closed.load(Relaxed) {
+            return Ok(false);
+        }
+        Self::remove_fd_callback(slf, fd, true)
+    }
+
+    fn _remove_writer(slf: &Bound<'_, Self>, fd: RawFd) -> PyResult<bool> {
+        if slf.get().closed.load(Relaxed) {
+            return Ok(false);
+        }
+        Self::remove_fd_callback(slf, fd, false)
+    }
+
+    /// The reader and writer handles of `fd` (`(None, None)` when it is not watched).
+    fn _fd_callbacks(&self, py: Python<'_>, fd: RawFd) -> (Option<Py<Handle>>, Option<Py<Handle>>) {
+        let st = self.st.borrow(py);
+        match st.fds.get(&fd) {
+            Some(e) => (
+                e.reader.as_ref().map(|h| h.clone_ref(py)),
+                e.writer.as_ref().map(|h| h.clone_ref(py)),
+            ),
+            None => (None, None),
+        }
+    }
+
+    /// Compatibility with code written for the stdlib loop; ferroloop counts cancellations itself.
+    fn _timer_handle_cancelled(&self, _handle: &Bound<'_, PyAny>) {}
+
+    /// Raw counters: (turns, callbacks run, ready now, timers in the heap, cancelled timers in the
+    /// heap, watched fds).
+    fn _native_stats(&self, py: Python<'_>) -> (u64, u64, usize, usize, usize, usize) {
+        let st = self.st.borrow(py);
+        (
+            self.counters.turns.load(Relaxed),
+            self.counters.callbacks.load(Relaxed),
+            st.ready.len(),
+            st.timers.len(),
+            st.timers.cancelled(),
+            st.fds.len(),
+        )
+    }
+}

@@ -1,0 +1,333 @@
+"""ferroloop.Loop: the event loop class.
+
+The native base class ``LoopCore`` (Rust, ``crates/ferroloop-py``) does everything done once per
+callback, timer or fd event: ``call_soon``, ``call_later``, ``call_at``,
+``call_soon_threadsafe``, ``time``, the turn itself and fd watching. This module adds what is done
+once per run or per setup, in Python, where it is easiest to keep identical to the stdlib.
+
+Where the stdlib's own implementation of a per-setup method is plain Python that only talks to the
+loop through its public API and a few attributes initialised in ``__init__`` below, ferroloop uses
+that very function (``_borrow``): its behaviour, messages and version differences (3.11, 3.12,
+3.13) are then the installed stdlib's by construction, not a copy that drifts.
+"""
+
+import asyncio
+import socket
+import sys
+import threading
+import weakref
+from asyncio import base_events, coroutines, events, format_helpers, unix_events
+from asyncio.log import logger
+
+from . import _native
+
+__all__ = ["Loop"]
+
+_Base = base_events.BaseEventLoop
+_Unix = unix_events._UnixSelectorEventLoop
+
+
+def _borrow(cls, name):
+    """The stdlib's implementation of ``cls.name``, to use as a method of ``Loop``."""
+    return cls.__dict__[name]
+
+
+class Loop(_native.LoopCore, asyncio.AbstractEventLoop):
+    """An asyncio event loop whose scheduling core is written in Rust."""
+
+    # Seconds a callback may run before debug mode reports it (asyncio's default).
+    slow_callback_duration = 0.1
+
+    def __init__(self):
+        self._thread_id = None
+        self._exception_handler = None
+        self._default_executor = None
+        self._executor_shutdown_called = False
+        self._asyncgens = weakref.WeakSet()
+        self._asyncgens_shutdown_called = False
+        self._task_factory = None
+        self._coroutine_origin_tracking_enabled = False
+        self._coroutine_origin_tracking_saved_depth = None
+        self._current_handle = None
+        self._old_agen_hooks = None
+        # Signal handling (unix_events): the self-pipe is created on first use.
+        self._signal_handlers = {}
+        self._self_pipe = None
+        # PYTHONASYNCIODEBUG=1 and -X dev switch debug mode on at construction.
+        self.set_debug(coroutines._is_debug_mode())
+
+    # ----------------------------------------------------------------------------------------
+    # Running and stopping
+
+    def run_forever(self):
+        """Run until stop() is called."""
+        self._run_forever_setup()
+        try:
+            self._run_native()
+        finally:
+            self._run_forever_cleanup()
+
+    def _run_forever_setup(self):
+        self._check_closed()
+        self._check_running()
+        self._set_coroutine_origin_tracking(self._debug)
+        self._old_agen_hooks = sys.get_asyncgen_hooks()
+        self._thread_id = threading.get_ident()
+        sys.set_asyncgen_hooks(
+            firstiter=self._asyncgen_firstiter_hook,
+            finalizer=self._asyncgen_finalizer_hook,
+        )
+        events._set_running_loop(self)
+
+    def _run_forever_cleanup(self):
+        self._stopping = False
+        self._thread_id = None
+        events._set_running_loop(None)
+        self._set_coroutine_origin_tracking(False)
+        if self._old_agen_hooks is not None:
+            sys.set_asyncgen_hooks(*self._old_agen_hooks)
+            self._old_agen_hooks = None
+
+    run_until_complete = _borrow(_Base, "run_until_complete")
+    is_running = _borrow(_Base, "is_running")
+    _check_running = _borrow(_Base, "_check_running")
+    _check_closed = _borrow(_Base, "_check_closed")
+
+    def close(self):
+        """Close the loop: drop pending callbacks, release its file descriptors, shut down the
+        default executor without waiting, remove signal handlers. Closing twice does nothing."""
+        if self.is_running():
+            raise RuntimeError("Cannot close a running event loop")
+        if self._closed:
+            return
+        if self._debug:
+            logger.debug("Close %r", self)
+        self._close_self_pipe_reader()
+        self._close_native()
+        self._executor_shutdown_called = True
+        executor = self._default_executor
+        if executor is not None:
+            self._default_executor = None
+            executor.shutdown(wait=False)
+        if not sys.is_finalizing():
+            for sig in list(self._signal_handlers):
+                self.remove_signal_handler(sig)
+        elif self._signal_handlers:
+            import warnings
+
+            warnings.warn(
+                f"Closing the loop {self!r} on interpreter shutdown "
+                f"stage, skipping signal handlers removal",
+                ResourceWarning,
+                source=self,
+            )
+            self._signal_handlers.clear()
+        self._close_self_pipe()
+
+    __del__ = _borrow(_Base, "__del__")
+    __repr__ = _borrow(_Base, "__repr__")
+
+    # ----------------------------------------------------------------------------------------
+    # Futures and tasks
+
+    create_future = _borrow(_Base, "create_future")
+    create_task = _borrow(_Base, "create_task")
+    set_task_factory = _borrow(_Base, "set_task_factory")
+    get_task_factory = _borrow(_Base, "get_task_factory")
+
+    # ----------------------------------------------------------------------------------------
+    # Debug mode
+
+    set_debug = _borrow(_Base, "set_debug")
+    _set_coroutine_origin_tracking = _borrow(_Base, "_set_coroutine_origin_tracking")
+    _check_callback = _borrow(_Base, "_check_callback")
+    _check_thread = _borrow(_Base, "_check_thread")
+
+    @property
+    def _debug(self):
+        return self.get_debug()
+
+    @_debug.setter
+    def _debug(self, enabled):
+        self._set_debug_flag(bool(enabled))
+
+    def _debug_check_call(self, callback, method, check_thread):
+        # Called by the native call_soon & co in debug mode only.
+        if check_thread:
+            self._check_thread()
+        self._check_callback(callback, method)
+
+    def _debug_set_traceback(self, handle):
+        # Called by the native scheduling methods in debug mode: frame 1 is the caller's frame.
+        handle._source_traceback = format_helpers.extract_stack(sys._getframe(1))
+
+    def _run_handle_debug(self, handle):
+        # Called by the native turn in debug mode instead of running the handle directly.
+        try:
+            self._current_handle = handle
+            t0 = self.time()
+            handle._run()
+            dt = self.time() - t0
+            if dt >= self.slow_callback_duration:
+                logger.warning(
+                    "Executing %s took %.3f seconds", base_events._format_handle(handle), dt
+                )
+        finally:
+            self._current_handle = None
+
+    # ----------------------------------------------------------------------------------------
+    # Exception handling
+
+    get_exception_handler = _borrow(_Base, "get_exception_handler")
+    set_exception_handler = _borrow(_Base, "set_exception_handler")
+    default_exception_handler = _borrow(_Base, "default_exception_handler")
+    call_exception_handler = _borrow(_Base, "call_exception_handler")
+
+    # ----------------------------------------------------------------------------------------
+    # Async generators
+
+    _asyncgen_finalizer_hook = _borrow(_Base, "_asyncgen_finalizer_hook")
+    _asyncgen_firstiter_hook = _borrow(_Base, "_asyncgen_firstiter_hook")
+    shutdown_asyncgens = _borrow(_Base, "shutdown_asyncgens")
+
+    # ----------------------------------------------------------------------------------------
+    # Executor
+
+    run_in_executor = _borrow(_Base, "run_in_executor")
+    set_default_executor = _borrow(_Base, "set_default_executor")
+    shutdown_default_executor = _borrow(_Base, "shutdown_default_executor")
+    if "_do_shutdown" in _Base.__dict__:
+        _do_shutdown = _borrow(_Base, "_do_shutdown")
+    if "_check_default_executor" in _Base.__dict__:
+        _check_default_executor = _borrow(_Base, "_check_default_executor")
+
+    # ----------------------------------------------------------------------------------------
+    # Name resolution (off the loop thread, in the default executor)
+
+    _getaddrinfo_debug = _borrow(_Base, "_getaddrinfo_debug")
+    getaddrinfo = _borrow(_Base, "getaddrinfo")
+    getnameinfo = _borrow(_Base, "getnameinfo")
+
+    # ----------------------------------------------------------------------------------------
+    # Watching file descriptors
+
+    def add_reader(self, fd, callback, *args):
+        """Call ``callback(*args)`` whenever ``fd`` is readable."""
+        self._check_closed()
+        self._native_add_reader(_fileobj_to_fd(fd), callback, *args)
+
+    def remove_reader(self, fd):
+        """Stop watching ``fd`` for reading; True if it was watched."""
+        return self._native_remove_reader(_fileobj_to_fd(fd))
+
+    def add_writer(self, fd, callback, *args):
+        """Call ``callback(*args)`` whenever ``fd`` is writable."""
+        self._check_closed()
+        self._native_add_writer(_fileobj_to_fd(fd), callback, *args)
+
+    def remove_writer(self, fd):
+        """Stop watching ``fd`` for writing; True if it was watched."""
+        return self._native_remove_writer(_fileobj_to_fd(fd))
+
+    # The stdlib's private spellings, which return the handle; some libraries call them.
+    def _add_reader(self, fd, callback, *args):
+        return self._native_add_reader(_fileobj_to_fd(fd), callback, *args)
+
+    def _add_writer(self, fd, callback, *args):
+        return self._native_add_writer(_fileobj_to_fd(fd), callback, *args)
+
+    def _remove_reader(self, fd):
+        return self._native_remove_reader(_fileobj_to_fd(fd))
+
+    def _remove_writer(self, fd):
+        return self._native_remove_writer(_fileobj_to_fd(fd))
+
+    # ----------------------------------------------------------------------------------------
+    # Signals (unix_events' implementation over a self-pipe that is created on first use)
+
+    add_signal_handler = _borrow(_Unix, "add_signal_handler")
+    remove_signal_handler = _borrow(_Unix, "remove_signal_handler")
+    _handle_signal = _borrow(_Unix, "_handle_signal")
+    _check_signal = _borrow(_Unix, "_check_signal")
+    _process_self_data = _borrow(_Unix, "_process_self_data")
+
+    @property
+    def _csock(self):
+        # add_signal_handler() hands this socket to signal.set_wakeup_fd(): the C signal handler
+        # writes the signal number into it, which wakes the loop's wait.
+        if self._self_pipe is None:
+            self._check_closed()
+            ssock, csock = socket.socketpair()
+            ssock.setblocking(False)
+            csock.setblocking(False)
+            self._self_pipe = (ssock, csock)
+            self._native_add_reader(ssock.fileno(), self._read_from_self)
+        return self._self_pipe[1]
+
+    def _read_from_self(self):
+        ssock = self._self_pipe[0]
+        while True:
+            try:
+                data = ssock.recv(4096)
+                if not data:
+                    break
+                self._process_self_data(data)
+            except InterruptedError:
+                continue
+            except BlockingIOError:
+                break
+
+    def _close_self_pipe_reader(self):
+        if self._self_pipe is not None:
+            self._native_remove_reader(self._self_pipe[0].fileno())
+
+    def _close_self_pipe(self):
+        if self._self_pipe is not None and not self._signal_handlers:
+            for s in self._self_pipe:
+                s.close()
+            self._self_pipe = None
+
+    def _add_callback(self, handle):
+        # A stdlib Handle (signal handlers are asyncio.Handle objects, as in unix_events).
+        if not handle._cancelled:
+            self.call_soon(handle._run, context=handle._context)
+
+    def _add_callback_signalsafe(self, handle):
+        self._add_callback(handle)
+        self._write_to_self()
+
+    # ----------------------------------------------------------------------------------------
+    # Metrics
+
+    def stats(self):
+        """Loop counters: turns, callbacks run, ready-queue depth, timers, watched fds."""
+        turns, callbacks, ready, timers, cancelled, fds = self._native_stats()
+        return {
+            "turns": turns,
+            "callbacks": callbacks,
+            "ready": ready,
+            "timers": timers - cancelled,
+            "cancelled_timers": cancelled,
+            "fds": fds,
+        }
+
+
+# The native methods keep their names free for the Python wrappers above.
+Loop._native_add_reader = _native.LoopCore._add_reader
+Loop._native_add_writer = _native.LoopCore._add_writer
+Loop._native_remove_reader = _native.LoopCore._remove_reader
+Loop._native_remove_writer = _native.LoopCore._remove_writer
+
+
+def _fileobj_to_fd(fileobj):
+    """An fd from an int or an object with fileno(), with selectors' errors."""
+    if isinstance(fileobj, int):
+        fd = fileobj
+    else:
+        try:
+            fd = int(fileobj.fileno())
+        except (AttributeError, TypeError, ValueError):
+            raise ValueError(f"Invalid file object: {fileobj!r}") from None
+    if fd < 0:
+        raise ValueError(f"Invalid file descriptor: {fd}")
+    return fd
