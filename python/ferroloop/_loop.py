@@ -289,8 +289,9 @@ class Loop(_native.LoopCore, asyncio.AbstractEventLoop):
 
     def _add_callback(self, handle):
         # A stdlib Handle (signal handlers are asyncio.Handle objects, as in unix_events).
+        # Its _run enters the handle's own context, so the wrapper gets a fresh copy.
         if not handle._cancelled:
-            self.call_soon(handle._run, context=handle._context)
+            self.call_soon(handle._run)
 
     def _add_callback_signalsafe(self, handle):
         self._add_callback(handle)

@@ -490,6 +490,11 @@ impl LoopCore {
         self.stopping.store(v, Relaxed);
     }
 
+    #[getter]
+    fn _clock_resolution(&self) -> f64 {
+        self.clock_resolution
+    }
+
     fn is_closed(&self) -> bool {
         self.closed.load(Relaxed)
     }

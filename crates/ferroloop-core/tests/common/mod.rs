@@ -1,0 +1,102 @@
+//! Shared test helpers: a timer entry with observable flags, owned the way the loop owns its
+//! `TimerHandle`s.
+
+// Each test binary uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use ferroloop_core::{TimerEntry, TimerHeap};
+use std::cell::Cell;
+use std::rc::Rc;
+
+/// A timer as the heap sees it. The `Rc<Cell<_>>` flags are shared with the [`Handle`] the test
+/// keeps, so the test can cancel it and observe what the heap did to it.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub id: u32,
+    pub cancelled: Rc<Cell<bool>>,
+    pub scheduled: Rc<Cell<bool>>,
+    /// How many times the heap called `set_unscheduled` on this entry.
+    pub unscheduled_calls: Rc<Cell<u32>>,
+}
+
+impl TimerEntry for Item {
+    fn is_cancelled(&self) -> bool {
+        self.cancelled.get()
+    }
+    fn set_unscheduled(&self) {
+        self.scheduled.set(false);
+        self.unscheduled_calls.set(self.unscheduled_calls.get() + 1);
+    }
+}
+
+/// The test's side of a timer (CPython's `TimerHandle` seen from user code).
+pub type Handle = Item;
+
+/// Schedules a new timer `id` at `when`, returning the handle kept by the test.
+pub fn schedule(heap: &mut TimerHeap<Item>, id: u32, when: f64) -> Handle {
+    let item = Item {
+        id,
+        cancelled: Rc::new(Cell::new(false)),
+        scheduled: Rc::new(Cell::new(true)),
+        unscheduled_calls: Rc::new(Cell::new(0)),
+    };
+    heap.push(when, item.clone());
+    item
+}
+
+/// Cancels as the loop does: mark cancelled, and count it only if it is still in the heap.
+pub fn cancel(heap: &mut TimerHeap<Item>, handle: &Handle) {
+    if !handle.cancelled.get() {
+        handle.cancelled.set(true);
+        if handle.scheduled.get() {
+            heap.note_cancelled();
+        }
+    }
+}
+
+/// Pops everything due before `end` and returns the ids the loop would run, in pop order:
+/// `pop_due` hands cancelled entries over too, and the caller skips them (as CPython's
+/// `_run_once` skips cancelled handles it moved to the ready queue).
+pub fn pop_ids(heap: &mut TimerHeap<Item>, end: f64) -> Vec<u32> {
+    pop_raw(heap, end).into_iter().filter(|it| !it.cancelled.get()).map(|it| it.id).collect()
+}
+
+/// Pops everything due before `end`, cancelled entries included, in pop order.
+pub fn pop_raw(heap: &mut TimerHeap<Item>, end: f64) -> Vec<Item> {
+    let mut out = Vec::new();
+    heap.pop_due(end, |it| out.push(it));
+    out
+}
+
+/// One `purge_cancelled` pass, returning the ids of the entries it removed.
+pub fn purge(heap: &mut TimerHeap<Item>) -> Vec<u32> {
+    let mut removed = Vec::new();
+    heap.purge_cancelled(&mut removed);
+    removed.iter().map(|it| it.id).collect()
+}
+
+/// A small deterministic generator (xorshift64*), so the tests need no `rand`.
+#[derive(Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed.max(1))
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    /// Uniform in [0, 1).
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// Uniform in [0, n).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
