@@ -45,7 +45,6 @@ class Loop(_native.LoopCore, asyncio.AbstractEventLoop):
         self._executor_shutdown_called = False
         self._asyncgens = weakref.WeakSet()
         self._asyncgens_shutdown_called = False
-        self._task_factory = None
         self._coroutine_origin_tracking_enabled = False
         self._coroutine_origin_tracking_saved_depth = None
         self._current_handle = None
@@ -130,8 +129,9 @@ class Loop(_native.LoopCore, asyncio.AbstractEventLoop):
     # ----------------------------------------------------------------------------------------
     # Futures and tasks
 
-    create_future = _borrow(_Base, "create_future")
-    create_task = _borrow(_Base, "create_task")
+    # create_future and create_task are native; the stdlib's create_task runs when a task
+    # factory is set or in debug mode (where it also trims the task's creation traceback).
+    _create_task_py = _borrow(_Base, "create_task")
     set_task_factory = _borrow(_Base, "set_task_factory")
     get_task_factory = _borrow(_Base, "get_task_factory")
 
@@ -174,6 +174,10 @@ class Loop(_native.LoopCore, asyncio.AbstractEventLoop):
                 )
         finally:
             self._current_handle = None
+            # Break cycles when an exception occurs (as base_events._run_once does): a frame kept
+            # alive by a traceback links back to this frame, which must not keep the handle (and
+            # through it a task) alive.
+            handle = None
 
     # ----------------------------------------------------------------------------------------
     # Exception handling

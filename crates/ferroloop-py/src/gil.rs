@@ -34,6 +34,15 @@ impl<T> GilCell<T> {
         self.0.borrow()
     }
 
+    /// Shared access for `__traverse__`, which gets no `Python` token: only CPython's garbage
+    /// collector calls it, and the collector runs with the GIL held. `None` when the state is
+    /// borrowed mutably at that moment (a collection triggered inside a borrow), in which case the
+    /// object's references are not reported this time, which only delays their collection.
+    #[inline]
+    pub fn borrow_for_traverse(&self) -> Option<Ref<'_, T>> {
+        self.0.try_borrow().ok()
+    }
+
     /// Exclusive access, with the GIL held. Never call into Python while holding it.
     #[inline]
     pub fn borrow_mut<'a>(&'a self, _py: Python<'_>) -> RefMut<'a, T> {

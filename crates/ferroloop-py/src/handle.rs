@@ -11,6 +11,7 @@ use crate::loop_core::LoopCore;
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::prelude::*;
 use pyo3::pyclass::CompareOp;
+use pyo3::{PyTraverseError, PyVisit};
 use pyo3::types::{PyDict, PyString, PyTuple};
 use pyo3::{ffi, intern};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -194,6 +195,31 @@ fn format_callback_source(
 
 #[pymethods]
 impl Handle {
+    /// Reports the handle's references to the garbage collector, so that reference cycles
+    /// through a handle (a callback that refers to its own handle, a traceback frame that holds
+    /// one) are collected as they are with `asyncio.Handle`.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.loop_)?;
+        visit.call(&self.context)?;
+        if let Some(st) = self.st.borrow_for_traverse() {
+            visit.call(&st.callback)?;
+            visit.call(&st.args)?;
+            visit.call(&st.source_traceback)?;
+            visit.call(&st.repr)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        Python::attach(|py| {
+            let taken = {
+                let mut st = self.st.borrow_mut(py);
+                (st.callback.take(), st.args.take(), st.source_traceback.take(), st.repr.take())
+            };
+            drop(taken);
+        });
+    }
+
     /// Cancels the callback; cancelling twice does nothing.
     fn cancel(slf: &Bound<'_, Self>) -> PyResult<()> {
         Handle::do_cancel(slf)

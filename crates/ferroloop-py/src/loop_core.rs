@@ -28,6 +28,7 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use pyo3::{PyTraverseError, PyVisit};
 
 /// CPython's `base_events.MAXIMUM_SELECT_TIMEOUT`: never wait longer than a day at once.
 const MAXIMUM_SELECT_TIMEOUT: f64 = 24.0 * 3600.0;
@@ -68,10 +69,19 @@ struct LoopState {
 }
 
 /// Counters for `loop.stats()`; cheap enough to be always on.
+///
+/// Only the thread running the loop (holding the GIL) increments them, so an increment is a
+/// plain load and store ([`bump`]), not a locked read-modify-write; atomics only make them `Sync`.
 #[derive(Default)]
 pub(crate) struct Counters {
     pub(crate) turns: AtomicU64,
     pub(crate) callbacks: AtomicU64,
+}
+
+/// Increments a counter that has a single writer.
+#[inline]
+fn bump(c: &AtomicU64) {
+    c.store(c.load(Relaxed).wrapping_add(1), Relaxed);
 }
 
 /// The native base class of `ferroloop.Loop`.
@@ -88,6 +98,8 @@ pub struct LoopCore {
     stopping: AtomicBool,
     closed: AtomicBool,
     debug: AtomicBool,
+    /// `loop.set_task_factory()`'s factory; `None` for the default (`asyncio.Task`).
+    task_factory: GilCell<Option<Py<PyAny>>>,
     /// `time.get_clock_info('monotonic').resolution`: timers due within it of now run now.
     clock_resolution: f64,
     pub(crate) counters: Counters,
@@ -191,7 +203,7 @@ impl LoopCore {
     fn run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        this.counters.turns.fetch_add(1, Relaxed);
+        bump(&this.counters.turns);
 
         // 1. Timeout, with cancelled timers dropped first. What is removed is dropped after the
         //    borrow ends: dropping a Python object can run code that schedules callbacks.
@@ -274,7 +286,7 @@ impl LoopCore {
             if h.get().is_cancelled() {
                 continue;
             }
-            this.counters.callbacks.fetch_add(1, Relaxed);
+            bump(&this.counters.callbacks);
             if debug {
                 slf.call_method1(intern!(py, "_run_handle_debug"), (h,))?;
             } else {
@@ -373,6 +385,33 @@ impl LoopCore {
     }
 }
 
+/// `cls(*args, **{names[i]: kw[i]})` through vectorcall: no argument tuple or keyword dict.
+fn vectorcall_kw<'py>(
+    cls: &Bound<'py, PyAny>,
+    args: &[&Bound<'py, PyAny>],
+    kwnames: &Bound<'py, PyTuple>,
+    kw: &[&Bound<'py, PyAny>],
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = cls.py();
+    debug_assert_eq!(kwnames.len(), kw.len());
+    let mut stack: Vec<*mut ffi::PyObject> = Vec::with_capacity(args.len() + kw.len());
+    stack.extend(args.iter().map(|a| a.as_ptr()));
+    stack.extend(kw.iter().map(|a| a.as_ptr()));
+    // SAFETY: every pointer in `stack` is borrowed from a `Bound` that outlives the call, the
+    // keyword values follow the positional ones as the vectorcall protocol requires, `kwnames` is
+    // a tuple of str with exactly `kw.len()` items, and the result is a new reference or NULL
+    // with an exception set, which `from_owned_ptr_or_err` handles.
+    unsafe {
+        let r = ffi::PyObject_Vectorcall(
+            cls.as_ptr(),
+            stack.as_ptr(),
+            args.len(),
+            kwnames.as_ptr(),
+        );
+        Bound::from_owned_ptr_or_err(py, r)
+    }
+}
+
 fn os_error(e: io::Error) -> PyErr {
     match e.raw_os_error() {
         Some(code) => PyOSError::new_err((code, rustix::io::Errno::from_raw_os_error(code).to_string())),
@@ -404,9 +443,43 @@ impl LoopCore {
             stopping: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             debug: AtomicBool::new(false),
+            task_factory: GilCell::new(None),
             clock_resolution: clock::resolution(),
             counters: Counters::default(),
         })
+    }
+
+    /// Reports what the loop holds (ready callbacks, timers, fd callbacks, the task factory) to
+    /// the garbage collector: handles refer back to their loop, so an unclosed loop dropped with
+    /// callbacks pending is a cycle that only the collector can free.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Some(st) = self.st.borrow_for_traverse() {
+            for h in st.ready.iter() {
+                visit.call(h)?;
+            }
+            for t in st.timers.iter() {
+                visit.call(&t.0)?;
+            }
+            for e in st.fds.values() {
+                visit.call(&e.reader)?;
+                visit.call(&e.writer)?;
+            }
+        }
+        if let Some(f) = self.task_factory.borrow_for_traverse() {
+            visit.call(&*f)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        Python::attach(|py| {
+            let taken = {
+                let mut st = self.st.borrow_mut(py);
+                (st.ready.take_all(), st.timers.take_all(), std::mem::take(&mut st.fds))
+            };
+            let factory = self.task_factory.borrow_mut(py).take();
+            drop((taken, factory));
+        });
     }
 
     /// The loop clock: `time.monotonic()`'s clock, in seconds.
@@ -518,10 +591,23 @@ impl LoopCore {
     }
 
     /// Runs turns until `stop()`; the Python `run_forever` does the setup around it.
+    ///
+    /// When `_run_once` was replaced (on the instance, as tests and tools that count turns do, or
+    /// in a subclass), each turn calls the replacement, as the stdlib loop would. That is decided
+    /// once per run, so the usual path pays nothing for it.
     fn _run_native(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
         let this = slf.get();
+        let name = intern!(py, "_run_once");
+        let native = py.get_type::<LoopCore>().getattr(name)?;
+        let in_instance = match slf.getattr(intern!(py, "__dict__")) {
+            Ok(d) => d.cast::<pyo3::types::PyDict>().map(|d| d.contains(name)).unwrap_or(Ok(false))?,
+            Err(_) => false,
+        };
+        let replaced = in_instance || !slf.get_type().getattr(name)?.is(&native);
         let res = loop {
-            if let Err(e) = Self::run_once(slf) {
+            let turn = if replaced { slf.call_method0(name).map(drop) } else { Self::run_once(slf) };
+            if let Err(e) = turn {
                 break Err(e);
             }
             if this.stopping.load(Relaxed) {
@@ -609,6 +695,60 @@ impl LoopCore {
             ),
             None => (None, None),
         }
+    }
+
+    /// `asyncio.Future(loop=self)`, without a Python frame. The class is looked up in
+    /// `asyncio.futures` at each call, as the stdlib does, so patching it still works.
+    fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let cls = py.import(intern!(py, "asyncio.futures"))?.getattr(intern!(py, "Future"))?;
+        let names = PyTuple::new(py, [intern!(py, "loop")])?;
+        vectorcall_kw(&cls, &[], &names, &[slf.as_any()])
+    }
+
+    /// `create_task` without a Python frame when no task factory is set and debug mode is off;
+    /// otherwise the stdlib's implementation (`Loop._create_task_py`) handles the rest.
+    #[pyo3(signature = (coro, *, name=None, context=None))]
+    fn create_task<'py>(
+        slf: &Bound<'py, Self>,
+        coro: &Bound<'py, PyAny>,
+        name: Option<&Bound<'py, PyAny>>,
+        context: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        let has_factory = this.task_factory.borrow(py).is_some();
+        if has_factory || this.debug() {
+            let kwargs = pyo3::types::PyDict::new(py);
+            kwargs.set_item(intern!(py, "name"), name)?;
+            kwargs.set_item(intern!(py, "context"), context)?;
+            return slf.call_method(intern!(py, "_create_task_py"), (coro,), Some(&kwargs));
+        }
+        this.check_closed()?;
+        let cls = py.import(intern!(py, "asyncio.tasks"))?.getattr(intern!(py, "Task"))?;
+        let none = py.None().into_bound(py);
+        let names =
+            PyTuple::new(py, [intern!(py, "loop"), intern!(py, "name"), intern!(py, "context")])?;
+        vectorcall_kw(
+            &cls,
+            &[coro],
+            &names,
+            &[slf.as_any(), name.unwrap_or(&none), context.unwrap_or(&none)],
+        )
+    }
+
+    /// The task factory (`set_task_factory` stores it here, so `create_task` reads it without a
+    /// dictionary lookup).
+    #[getter]
+    fn _task_factory(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.task_factory.borrow(py).as_ref().map(|f| f.clone_ref(py))
+    }
+
+    #[setter(_task_factory)]
+    fn set_task_factory_attr(&self, py: Python<'_>, factory: Option<Py<PyAny>>) {
+        let factory = factory.filter(|f| !f.is_none(py));
+        let old = std::mem::replace(&mut *self.task_factory.borrow_mut(py), factory);
+        drop(old);
     }
 
     /// Compatibility with code written for the stdlib loop; ferroloop counts cancellations itself.
