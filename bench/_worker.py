@@ -233,11 +233,11 @@ def _with_idle_fd(bench):
     def wrapped(loop, n):
         import socket
         a, b = socket.socketpair()
-        loop.add_reader(a, noop)
+        loop.add_reader(a.fileno(), noop)   # an int: every loop accepts it
         try:
             return bench(loop, n)
         finally:
-            loop.remove_reader(a)
+            loop.remove_reader(a.fileno())
             a.close()
             b.close()
     wrapped.__doc__ = bench.__doc__
