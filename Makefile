@@ -7,6 +7,7 @@ VENV    ?= .venv
 VPY     := $(VENV)/bin/python
 PROFILE ?= release
 STAMP   := $(VENV)/.deps-stamp
+CARGO_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help run venv build test test-rust test-py conformance conformance-all bench lint clean
@@ -23,7 +24,7 @@ venv: $(STAMP) ## create the virtualenv and install the tools (maturin, pytest, 
 
 build: $(STAMP) ## build ferroloop's native module into the virtualenv (PROFILE=release by default)
 	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH \
-	  $(VENV)/bin/maturin develop -q --profile $(PROFILE)
+	  $(VENV)/bin/maturin develop -q --profile $(PROFILE) $(CARGO_ARGS)
 
 run: build ## the main job: an asyncio program running on ferroloop
 	$(VPY) examples/hello.py

@@ -28,21 +28,33 @@ def main(argv=None):
     if not argv or (argv[0] == "-m" and len(argv) < 2):
         print(USAGE, file=sys.stderr)
         return 2
-    if debug:
-        os.environ["PYTHONASYNCIODEBUG"] = "1"
-
     import ferroloop
 
+    if debug:
+        # Debug mode for every loop the program creates, coroutine origins tracked from the
+        # start (not only while a loop runs), and never-awaited coroutines recorded for the
+        # summary printed at exit.
+        from ferroloop import _diagnostics
+
+        os.environ["PYTHONASYNCIODEBUG"] = "1"
+        _diagnostics.install_process_hooks()
     ferroloop.install()
-    if argv[0] == "-m":
-        module = argv[1]
-        sys.argv = [module] + argv[2:]
-        runpy.run_module(module, run_name="__main__", alter_sys=True)
-    else:
-        script = argv[0]
-        sys.argv = argv
-        sys.path[0] = os.path.dirname(os.path.abspath(script))
-        runpy.run_path(script, run_name="__main__")
+    try:
+        if argv[0] == "-m":
+            module = argv[1]
+            sys.argv = [module] + argv[2:]
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        else:
+            script = argv[0]
+            sys.argv = argv
+            sys.path[0] = os.path.dirname(os.path.abspath(script))
+            runpy.run_path(script, run_name="__main__")
+    finally:
+        if debug:
+            import gc
+
+            gc.collect()  # report coroutines and tasks that only a cycle still held
+            sys.stderr.write(_diagnostics.SUMMARY.format() + "\n")
     return 0
 
 

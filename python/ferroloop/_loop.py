@@ -19,7 +19,8 @@ import weakref
 from asyncio import base_events, coroutines, events, format_helpers, unix_events
 from asyncio.log import logger
 
-from . import _native
+from . import _diagnostics, _native
+from ._net import NetworkingMixin
 
 __all__ = ["Loop"]
 
@@ -32,11 +33,14 @@ def _borrow(cls, name):
     return cls.__dict__[name]
 
 
-class Loop(_native.LoopCore, asyncio.AbstractEventLoop):
+class Loop(_native.LoopCore, NetworkingMixin, asyncio.AbstractEventLoop):
     """An asyncio event loop whose scheduling core is written in Rust."""
 
     # Seconds a callback may run before debug mode reports it (asyncio's default).
     slow_callback_duration = 0.1
+    # Seconds a callback may hold the loop before debug mode's watchdog reports it, while it
+    # still runs, with the blocking line (ferroloop's diagnostics).
+    stall_threshold = 0.1
 
     def __init__(self):
         self._thread_id = None
@@ -52,6 +56,15 @@ class Loop(_native.LoopCore, asyncio.AbstractEventLoop):
         # Signal handling (unix_events): the self-pipe is created on first use.
         self._signal_handlers = {}
         self._self_pipe = None
+        # Networking (_net.py): fd -> transport, and listening Unix sockets to unlink (3.13+).
+        self._transports = weakref.WeakValueDictionary()
+        self._unix_server_sockets = {}
+        # Diagnostics (debug mode only): what the loop thread runs now, for the watchdog.
+        self._diag_current = None
+        self._diag_reported = None
+        self._diag_seq = 0
+        self._watchdog = None
+        self._kept_tasks = set()
         # PYTHONASYNCIODEBUG=1 and -X dev switch debug mode on at construction.
         self.set_debug(coroutines._is_debug_mode())
 
@@ -77,8 +90,11 @@ class Loop(_native.LoopCore, asyncio.AbstractEventLoop):
             finalizer=self._asyncgen_finalizer_hook,
         )
         events._set_running_loop(self)
+        if self._debug:
+            self._start_diagnostics()
 
     def _run_forever_cleanup(self):
+        self._stop_diagnostics()
         self._stopping = False
         self._thread_id = None
         events._set_running_loop(None)
@@ -138,7 +154,22 @@ class Loop(_native.LoopCore, asyncio.AbstractEventLoop):
     # ----------------------------------------------------------------------------------------
     # Debug mode
 
-    set_debug = _borrow(_Base, "set_debug")
+    def set_debug(self, enabled):
+        _Base.set_debug(self, enabled)
+        if self.is_running() and enabled:
+            self.call_soon_threadsafe(self._start_diagnostics)
+
+    def _start_diagnostics(self):
+        if self._watchdog is None:
+            self._watchdog = _diagnostics.Watchdog(self)
+            self._watchdog.start()
+            _diagnostics.install_unawaited_hook()
+
+    def _stop_diagnostics(self):
+        if self._watchdog is not None:
+            self._watchdog.stop()
+            self._watchdog = None
+            _diagnostics.uninstall_unawaited_hook()
     _set_coroutine_origin_tracking = _borrow(_Base, "_set_coroutine_origin_tracking")
     _check_callback = _borrow(_Base, "_check_callback")
     _check_thread = _borrow(_Base, "_check_thread")
@@ -165,14 +196,20 @@ class Loop(_native.LoopCore, asyncio.AbstractEventLoop):
         # Called by the native turn in debug mode instead of running the handle directly.
         try:
             self._current_handle = handle
+            self._diag_seq = seq = self._diag_seq + 1
             t0 = self.time()
+            self._diag_current = (seq, handle, t0)
             handle._run()
+            self._diag_current = None
             dt = self.time() - t0
+            if self._diag_reported is not None:
+                _diagnostics.stall_ended(self, seq, dt)
             if dt >= self.slow_callback_duration:
                 logger.warning(
                     "Executing %s took %.3f seconds", base_events._format_handle(handle), dt
                 )
         finally:
+            self._diag_current = None
             self._current_handle = None
             # Break cycles when an exception occurs (as base_events._run_once does): a frame kept
             # alive by a traceback links back to this frame, which must not keep the handle (and
@@ -185,7 +222,34 @@ class Loop(_native.LoopCore, asyncio.AbstractEventLoop):
     get_exception_handler = _borrow(_Base, "get_exception_handler")
     set_exception_handler = _borrow(_Base, "set_exception_handler")
     default_exception_handler = _borrow(_Base, "default_exception_handler")
-    call_exception_handler = _borrow(_Base, "call_exception_handler")
+    def call_exception_handler(self, context):
+        if self._debug:
+            _diagnostics.on_exception_context(context)
+        _Base.call_exception_handler(self, context)
+
+    call_exception_handler.__doc__ = _Base.call_exception_handler.__doc__
+
+    # ----------------------------------------------------------------------------------------
+    # Keeping fire-and-forget tasks alive (opt-in)
+
+    def set_keep_tasks(self, enabled):
+        """Keep every pending task created by ``create_task`` alive until it finishes, so a task
+        whose last reference was dropped cannot be garbage-collected mid-flight."""
+        if enabled:
+            # An instance attribute shadows the native method for this loop only.
+            self.create_task = self._create_task_kept
+        else:
+            self.__dict__.pop("create_task", None)
+
+    def get_keep_tasks(self):
+        return "create_task" in self.__dict__
+
+    def _create_task_kept(self, coro, *, name=None, context=None):
+        task = _native.LoopCore.create_task(self, coro, name=name, context=context)
+        if not task.done():
+            self._kept_tasks.add(task)
+            task.add_done_callback(self._kept_tasks.discard)
+        return task
 
     # ----------------------------------------------------------------------------------------
     # Async generators
@@ -217,20 +281,24 @@ class Loop(_native.LoopCore, asyncio.AbstractEventLoop):
 
     def add_reader(self, fd, callback, *args):
         """Call ``callback(*args)`` whenever ``fd`` is readable."""
+        self._ensure_fd_no_transport(fd)
         self._check_closed()
         self._native_add_reader(_fileobj_to_fd(fd), callback, *args)
 
     def remove_reader(self, fd):
         """Stop watching ``fd`` for reading; True if it was watched."""
+        self._ensure_fd_no_transport(fd)
         return self._native_remove_reader(_fileobj_to_fd(fd))
 
     def add_writer(self, fd, callback, *args):
         """Call ``callback(*args)`` whenever ``fd`` is writable."""
+        self._ensure_fd_no_transport(fd)
         self._check_closed()
         self._native_add_writer(_fileobj_to_fd(fd), callback, *args)
 
     def remove_writer(self, fd):
         """Stop watching ``fd`` for writing; True if it was watched."""
+        self._ensure_fd_no_transport(fd)
         return self._native_remove_writer(_fileobj_to_fd(fd))
 
     # The stdlib's private spellings, which return the handle; some libraries call them.
@@ -305,11 +373,17 @@ class Loop(_native.LoopCore, asyncio.AbstractEventLoop):
     # Metrics
 
     def stats(self):
-        """Loop counters: turns, callbacks run, ready-queue depth, timers, watched fds."""
-        turns, callbacks, ready, timers, cancelled, fds = self._native_stats()
+        """Loop metrics, always on: turns, callbacks run, seconds busy and idle (waiting for
+        I/O or timers), the longest stall (the longest time the loop went without polling),
+        ready-queue depth, live and cancelled timers, watched fds."""
+        (turns, callbacks, ready, timers, cancelled, fds, running, idle,
+         longest) = self._native_stats()
         return {
             "turns": turns,
             "callbacks": callbacks,
+            "busy": max(running - idle, 0.0),
+            "idle": idle,
+            "longest_stall": longest,
             "ready": ready,
             "timers": timers - cancelled,
             "cancelled_timers": cancelled,

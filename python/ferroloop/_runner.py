@@ -15,17 +15,35 @@ _NESTED_ADVICE = (
 )
 
 
-def run(main, *, debug=None):
+def run(main, *, debug=None, keep_tasks=False):
     """Run the coroutine ``main`` on a new ferroloop loop and return its result.
 
     The semantics are ``asyncio.run``'s: the loop is created, ``main`` runs to completion,
     leftover tasks are cancelled, async generators and the default executor are shut down and
     the loop is closed. Ctrl-C cancels ``main`` and then raises ``KeyboardInterrupt``.
+
+    ``keep_tasks=True`` keeps every pending task the loop creates alive until it finishes
+    (fire-and-forget tasks can no longer be garbage-collected mid-flight). In debug mode, tasks
+    still pending when ``main`` returns are reported, with where they were created, before
+    they are cancelled.
     """
     if events._get_running_loop() is not None:
         # The stdlib's message, and what to do instead.
         raise RuntimeError(_NESTED_ADVICE)
     from . import new_event_loop
 
-    with asyncio.Runner(debug=debug, loop_factory=new_event_loop) as runner:
-        return runner.run(main)
+    def factory():
+        loop = new_event_loop()
+        if keep_tasks:
+            loop.set_keep_tasks(True)
+        return loop
+
+    with asyncio.Runner(debug=debug, loop_factory=factory) as runner:
+        try:
+            return runner.run(main)
+        finally:
+            loop = runner.get_loop()
+            if loop.get_debug() and not loop.is_closed():
+                from . import _diagnostics
+
+                _diagnostics.report_pending_at_exit(loop)

@@ -66,6 +66,7 @@ struct LoopState {
     poller: Option<Arc<Poller>>,
     /// Watched fds. An fd is registered in epoll exactly when it has an entry here.
     fds: HashMap<RawFd, FdEntry>,
+    times: TimeStats,
 }
 
 /// Counters for `loop.stats()`; cheap enough to be always on.
@@ -81,7 +82,37 @@ pub(crate) struct Counters {
 /// Increments a counter that has a single writer.
 #[inline]
 fn bump(c: &AtomicU64) {
-    c.store(c.load(Relaxed).wrapping_add(1), Relaxed);
+    if cfg!(feature = "diagnostics") {
+        c.store(c.load(Relaxed).wrapping_add(1), Relaxed);
+    }
+}
+
+/// Where the loop's time goes, for `loop.stats()`. Measured with at most one clock read per turn
+/// beyond those the turn needs anyway (the read before a wait that may block, which costs nothing
+/// next to the syscall).
+#[derive(Default, Clone, Copy)]
+struct TimeStats {
+    /// Seconds spent running, over every `run_forever`, up to the start of the current run.
+    run_total: f64,
+    /// Start of the current run, if one is in progress.
+    run_started: Option<f64>,
+    /// Seconds spent waiting in epoll (blocking waits only; a zero-timeout poll counts as busy).
+    idle: f64,
+    /// Longest time the loop went without returning to its poll: one turn's callbacks, timers
+    /// and bookkeeping.
+    longest_stall: f64,
+    /// When the previous turn finished polling (the start of its busy part).
+    busy_since: Option<f64>,
+}
+
+impl TimeStats {
+    /// The turn is about to wait, possibly blocking: the busy stretch ends here.
+    #[inline]
+    fn end_busy(&mut self, now: f64) {
+        if let Some(t) = self.busy_since.take() {
+            self.longest_stall = self.longest_stall.max(now - t);
+        }
+    }
 }
 
 /// The native base class of `ferroloop.Loop`.
@@ -233,7 +264,18 @@ impl LoopCore {
             let res = if timeout == Some(Duration::ZERO) {
                 poller.wait(events, timeout)
             } else {
-                py.detach(|| poller.wait(events, timeout))
+                let before = if cfg!(feature = "diagnostics") {
+                    let t = clock::monotonic();
+                    this.st.borrow_mut(py).times.end_busy(t);
+                    Some(t)
+                } else {
+                    None
+                };
+                let r = py.detach(|| poller.wait(events, timeout));
+                if let Some(before) = before {
+                    this.st.borrow_mut(py).times.idle += clock::monotonic() - before;
+                }
+                r
             };
             match res {
                 Ok(()) => {}
@@ -272,8 +314,14 @@ impl LoopCore {
         // 3b. Queue the due timers.
         {
             let mut st = this.st.borrow_mut(py);
-            let LoopState { ready, timers, .. } = &mut *st;
-            let end = clock::monotonic() + this.clock_resolution;
+            let LoopState { ready, timers, times, .. } = &mut *st;
+            let now = clock::monotonic();
+            if cfg!(feature = "diagnostics") {
+                // A turn that did not block: its busy stretch runs on through this poll.
+                times.end_busy(now);
+                times.busy_since = Some(now);
+            }
+            let end = now + this.clock_resolution;
             timers.pop_due(end, |t| ready.push(t.0));
         }
 
@@ -605,6 +653,11 @@ impl LoopCore {
             Err(_) => false,
         };
         let replaced = in_instance || !slf.get_type().getattr(name)?.is(&native);
+        if cfg!(feature = "diagnostics") {
+            let mut st = this.st.borrow_mut(py);
+            st.times.run_started = Some(clock::monotonic());
+            st.times.busy_since = None;
+        }
         let res = loop {
             let turn = if replaced { slf.call_method0(name).map(drop) } else { Self::run_once(slf) };
             if let Err(e) = turn {
@@ -615,6 +668,14 @@ impl LoopCore {
             }
         };
         this.stopping.store(false, Relaxed);
+        if cfg!(feature = "diagnostics") {
+            let mut st = this.st.borrow_mut(py);
+            let now = clock::monotonic();
+            st.times.end_busy(now);
+            if let Some(t) = st.times.run_started.take() {
+                st.times.run_total += now - t;
+            }
+        }
         res
     }
 
@@ -754,10 +815,17 @@ impl LoopCore {
     /// Compatibility with code written for the stdlib loop; ferroloop counts cancellations itself.
     fn _timer_handle_cancelled(&self, _handle: &Bound<'_, PyAny>) {}
 
-    /// Raw counters: (turns, callbacks run, ready now, timers in the heap, cancelled timers in the
-    /// heap, watched fds).
-    fn _native_stats(&self, py: Python<'_>) -> (u64, u64, usize, usize, usize, usize) {
+    /// Loop metrics (`Loop.stats()` builds its dict from this): turns, callbacks run, ready now,
+    /// timers in the heap, cancelled timers in the heap, watched fds, seconds running, seconds
+    /// idle in epoll, longest stall in seconds. Without the `diagnostics` feature the counters and
+    /// times read zero.
+    fn _native_stats(&self, py: Python<'_>) -> (u64, u64, usize, usize, usize, usize, f64, f64, f64) {
         let st = self.st.borrow(py);
+        let t = st.times;
+        let now = clock::monotonic();
+        let running = t.run_total + t.run_started.map_or(0.0, |s| now - s);
+        // A stall in progress (stats() called from a slow callback) counts too.
+        let current = t.busy_since.map_or(0.0, |s| now - s);
         (
             self.counters.turns.load(Relaxed),
             self.counters.callbacks.load(Relaxed),
@@ -765,6 +833,9 @@ impl LoopCore {
             st.timers.len(),
             st.timers.cancelled(),
             st.fds.len(),
+            running,
+            t.idle,
+            t.longest_stall.max(current),
         )
     }
 }

@@ -1,0 +1,254 @@
+"""Networking, TLS, UDP, pipes and subprocesses for ferroloop.Loop: the stdlib's own code.
+
+Step 1 of networking makes it *work*, with the stdlib's exact semantics, before any transport
+moves to Rust. As in ``_loop.py`` (``_borrow``), every method here is the installed stdlib's own
+function, used as a method of ``Loop``: the selector transports, ``Server``, the SSL protocol,
+the pipe and subprocess transports, their messages and their version differences (3.11, 3.12,
+3.13) are then CPython's by construction. What that code needs from the loop is small:
+
+* fd watching: ``_add_reader(fd, cb, *args)`` / ``_remove_reader(fd)`` and the writer pair,
+  returning the handle / a bool, replacing and cancelling a previous handle, cancelling the handle
+  on removal. ``LoopCore`` (Rust) does exactly that (``selector_events._add_reader`` semantics).
+* ``self._transports``: fd -> transport (a ``WeakValueDictionary``) that transports register in
+  and ``_ensure_fd_no_transport`` checks; set in ``Loop.__init__``. The public
+  ``add_reader``/``add_writer``/``remove_reader``/``remove_writer`` call
+  ``_ensure_fd_no_transport`` first, as ``selector_events`` does.
+* ``self._unix_server_sockets`` (3.13+): listening Unix sockets whose path ``_stop_serving``
+  unlinks; set in ``Loop.__init__``.
+
+Adaptations (each one faithful, none changes behaviour):
+
+* **Class layering.** The borrowed functions are grouped in three classes that mirror the stdlib
+  hierarchy, ``_BaseNetworking`` (``base_events.BaseEventLoop``) <- ``_SelectorNetworking``
+  (``selector_events.BaseSelectorEventLoop``) <- ``NetworkingMixin``
+  (``unix_events._UnixSelectorEventLoop``), so that a subclass's override wins exactly as in the
+  stdlib (e.g. ``_sock_sendfile_native`` of unix_events over base_events').
+* **Zero-argument ``super()``.** A function that calls ``super()`` carries a ``__class__`` cell
+  naming its stdlib class (3.13's ``_UnixSelectorEventLoop._stop_serving`` does); ``super()``
+  would then fail, ``Loop`` not being that class. Such functions are borrowed as a copy of the
+  very same code object whose ``__class__`` cell names the layer they are borrowed into, so
+  ``super()`` continues with the next layer: the stdlib's own MRO step (``_rebind_super``).
+* **``loop._selector``.** The transports' ``__repr__`` (and the pipe transports') ask
+  ``loop._selector.get_key(fd).events`` whether their fd is polled for reading/writing
+  (``selector_events._test_selector_event``). ferroloop has no ``selectors`` object: its epoll
+  table lives in Rust. ``_selector`` is a read-only view over that table (``_FdTableView``:
+  ``get_key``, ``get_map().get``/``[]``/``in``), built from ``LoopCore._fd_callbacks(fd)``,
+  whose keys carry the same ``events`` mask and ``(reader, writer)`` data as a selector's. It
+  has no ``register``/``select``: ferroloop's table is changed only through the loop's methods.
+* **The self-pipe** (``_ssock``/``_csock``) is not used by any borrowed method here; the loop
+  keeps its own, created on first use (``Loop._csock``).
+* **Subprocesses.** All three versions' ``_make_subprocess_transport`` get their child watcher
+  from the policy (``events.get_child_watcher()``): 3.11's default is ``ThreadedChildWatcher``
+  (a waitpid thread that calls ``loop.call_soon_threadsafe``), 3.12+'s is ``PidfdChildWatcher``
+  where available (``loop._add_reader(pidfd, ...)`` on the running loop) else the threaded one.
+  Both talk to the loop through the API above, so the stdlib code is used unchanged; a policy
+  that is ferroloop's (``EventLoopPolicy`` subclasses the default policy) or the stock one both
+  work.
+"""
+
+import selectors
+import types
+from asyncio import base_events, selector_events, unix_events
+
+__all__ = ["NetworkingMixin"]
+
+
+def _rebind_super(func, layer):
+    """``func`` itself, or, when it uses zero-argument ``super()``, a copy of it (same code,
+    globals, defaults, annotations, name) whose ``__class__`` cell is ``layer``."""
+    code = getattr(func, "__code__", None)
+    if code is None or "__class__" not in code.co_freevars:
+        return func
+    closure = tuple(
+        types.CellType(layer) if name == "__class__" else cell
+        for name, cell in zip(code.co_freevars, func.__closure__)
+    )
+    new = types.FunctionType(code, func.__globals__, func.__name__, func.__defaults__, closure)
+    new.__kwdefaults__ = func.__kwdefaults__
+    new.__qualname__ = func.__qualname__
+    new.__doc__ = func.__doc__
+    new.__dict__.update(func.__dict__)
+    new.__annotations__ = func.__annotations__
+    new.__wrapped__ = func  # the stdlib original, for introspection
+    return new
+
+
+def _borrow_into(layer, source, names):
+    """Put the stdlib's ``source.<name>`` on ``layer`` for each name this Python defines."""
+    for name in names:
+        if name in source.__dict__:  # names differ between 3.11, 3.12 and 3.13
+            setattr(layer, name, _rebind_super(source.__dict__[name], layer))
+
+
+class _BaseNetworking:
+    """``base_events.BaseEventLoop``: the public coroutines (address resolution, happy eyeballs,
+    servers, sendfile fallbacks, TLS upgrade, UDP, pipes, subprocesses). They build transports
+    through the ``_make_*_transport`` factories defined by the layers below."""
+
+
+_borrow_into(
+    _BaseNetworking,
+    base_events.BaseEventLoop,
+    [
+        # TCP / Unix stream connections and servers
+        "_ensure_resolved",
+        "_connect_sock",
+        "create_connection",
+        "_create_connection_transport",
+        "_create_server_getaddrinfo",
+        "create_server",
+        "connect_accepted_socket",
+        # sendfile: the native path is overridden below; the fallback is a read/write loop
+        "sendfile",
+        "_sendfile_native",
+        "_sendfile_fallback",
+        "sock_sendfile",
+        "_sock_sendfile_native",
+        "_sock_sendfile_fallback",
+        "_check_sendfile_params",
+        # TLS upgrade of an existing transport
+        "start_tls",
+        # UDP
+        "create_datagram_endpoint",
+        # pipes and subprocesses
+        "connect_read_pipe",
+        "connect_write_pipe",
+        "_log_subprocess",
+        "subprocess_shell",
+        "subprocess_exec",
+    ],
+)
+
+
+class _SelectorNetworking(_BaseNetworking):
+    """``selector_events.BaseSelectorEventLoop``: the socket transports over ``_add_reader`` &
+    co., accepting connections, the ``sock_*`` coroutines, sendfile on a transport."""
+
+
+_borrow_into(
+    _SelectorNetworking,
+    selector_events.BaseSelectorEventLoop,
+    [
+        # transport factories (_SelectorSocketTransport, SSLProtocol over it, datagrams)
+        "_make_socket_transport",
+        "_make_ssl_transport",
+        "_make_datagram_transport",
+        "_ensure_fd_no_transport",
+        # servers
+        "_start_serving",
+        "_accept_connection",
+        "_accept_connection2",
+        "_stop_serving",
+        # low-level socket operations
+        "sock_recv",
+        "_sock_recv",
+        "sock_recv_into",
+        "_sock_recv_into",
+        "sock_recvfrom",
+        "_sock_recvfrom",
+        "sock_recvfrom_into",
+        "_sock_recvfrom_into",
+        "_sock_read_done",
+        "sock_sendall",
+        "_sock_sendall",
+        "sock_sendto",
+        "_sock_sendto",
+        "_sock_write_done",
+        "sock_connect",
+        "_sock_connect",
+        "_sock_connect_cb",
+        "sock_accept",
+        "_sock_accept",
+        # loop.sendfile() on a socket transport: pause it, then sock_sendfile
+        "_sendfile_native",
+    ],
+)
+
+
+class NetworkingMixin(_SelectorNetworking):
+    """``unix_events._UnixSelectorEventLoop``: Unix sockets, pipes, subprocesses and
+    ``os.sendfile``. The base of ``ferroloop.Loop`` that provides networking (see the module
+    docstring for what it needs from the loop and what is adapted)."""
+
+    @property
+    def _selector(self):
+        # What transports' __repr__ reads (see _FdTableView); None once the loop is closed, as
+        # BaseSelectorEventLoop.close() leaves it.
+        return None if self.is_closed() else _FdTableView(self)
+
+
+_borrow_into(
+    NetworkingMixin,
+    unix_events._UnixSelectorEventLoop,
+    [
+        "_make_read_pipe_transport",
+        "_make_write_pipe_transport",
+        "_make_subprocess_transport",
+        "_child_watcher_callback",
+        "create_unix_connection",
+        "create_unix_server",
+        # sendfile(2) on sockets
+        "_sock_sendfile_native",
+        "_sock_sendfile_native_impl",
+        "_sock_add_cancellation_callback",
+        "_sock_sendfile_update_filepos",
+        # 3.13+: also unlinks the path of a listening Unix socket (calls super()._stop_serving)
+        "_stop_serving",
+    ],
+)
+
+
+class _FdTableView:
+    """A read-only ``selectors.BaseSelector`` look-alike over the loop's native fd table.
+
+    Only the queries that stdlib code makes of ``loop._selector`` are provided: ``get_key(fd)``
+    (``selector_events._test_selector_event``) and ``get_map()`` lookups. Keys are
+    ``selectors.SelectorKey(fileobj, fd, events, (reader_handle, writer_handle))``, like
+    ``BaseSelectorEventLoop``'s.
+    """
+
+    __slots__ = ("_loop",)
+
+    def __init__(self, loop):
+        self._loop = loop
+
+    def get_key(self, fileobj):
+        key = self._key(fileobj)
+        if key is None:
+            raise KeyError(f"{fileobj!r} is not registered")
+        return key
+
+    def get_map(self):
+        return _FdTableMap(self)
+
+    def _key(self, fileobj):
+        fd = selectors._fileobj_to_fd(fileobj)
+        reader, writer = self._loop._fd_callbacks(fd)
+        events = (selectors.EVENT_READ if reader is not None else 0) | (
+            selectors.EVENT_WRITE if writer is not None else 0
+        )
+        if not events:
+            return None
+        return selectors.SelectorKey(fileobj, fd, events, (reader, writer))
+
+    def __repr__(self):
+        return f"<ferroloop fd table of {self._loop!r}>"
+
+
+class _FdTableMap:
+    """``get_map()`` of ``_FdTableView``: lookups only (the native table is not enumerated)."""
+
+    __slots__ = ("_view",)
+
+    def __init__(self, view):
+        self._view = view
+
+    def get(self, fileobj, default=None):
+        key = self._view._key(fileobj)
+        return default if key is None else key
+
+    def __getitem__(self, fileobj):
+        return self._view.get_key(fileobj)
+
+    def __contains__(self, fileobj):
+        return self._view._key(fileobj) is not None

@@ -1,0 +1,255 @@
+"""add_signal_handler / remove_signal_handler, and SIGINT reaching a waiting loop."""
+
+import asyncio
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from conftest import script_source
+
+
+@pytest.fixture(autouse=True)
+def _restore_signals():
+    saved = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)}
+    yield
+    for s, h in saved.items():
+        signal.signal(s, h)
+    wakeup = signal.set_wakeup_fd(-1)
+    assert wakeup == -1, f"the loop left signal.set_wakeup_fd({wakeup}) installed"
+
+
+def kill_self_later(sig, delay):
+    def fire():
+        time.sleep(delay)
+        os.kill(os.getpid(), sig)
+
+    th = threading.Thread(target=fire)
+    th.start()
+    return th
+
+
+def test_handler_called_with_args(loop):
+    calls = []
+
+    def handler(*args):
+        calls.append((args, threading.get_ident(), loop.is_running()))
+        loop.stop()
+
+    loop.add_signal_handler(signal.SIGUSR1, handler, "a", 2)
+    assert signal.getsignal(signal.SIGUSR1) not in (signal.SIG_DFL, signal.SIG_IGN, None)
+    guard = loop.call_later(5, loop.stop)
+    loop.call_soon(os.kill, os.getpid(), signal.SIGUSR1)
+    loop.run_forever()
+    guard.cancel()
+    assert calls == [(("a", 2), threading.get_ident(), True)]
+    assert loop.remove_signal_handler(signal.SIGUSR1) is True
+    assert loop.remove_signal_handler(signal.SIGUSR1) is False
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
+
+
+def test_signal_wakes_idle_loop(loop):
+    fired = []
+    loop.add_signal_handler(signal.SIGUSR1, lambda: (fired.append(time.monotonic()), loop.stop()))
+    guard = loop.call_later(10, loop.stop)
+    t0 = time.monotonic()
+    th = kill_self_later(signal.SIGUSR1, 0.05)
+    loop.run_forever()
+    th.join()
+    guard.cancel()
+    assert fired and fired[0] - t0 < 1.0
+
+
+def test_signal_received_while_not_running(loop):
+    calls = []
+    loop.add_signal_handler(signal.SIGUSR1, calls.append, "late")
+    os.kill(os.getpid(), signal.SIGUSR1)  # the loop is not running yet
+    assert calls == []
+    loop.run_until_complete(asyncio.sleep(0.05))
+    assert calls == ["late"]
+
+
+def test_signal_during_long_callback(loop):
+    calls = []
+    loop.add_signal_handler(signal.SIGUSR1, calls.append, "sig")
+
+    def busy():
+        os.kill(os.getpid(), signal.SIGUSR1)
+        time.sleep(0.02)
+        calls.append("busy done")
+
+    loop.call_soon(busy)
+    loop.run_until_complete(asyncio.sleep(0.05))
+    assert calls == ["busy done", "sig"]
+
+
+def test_handler_replaced(loop):
+    calls = []
+    loop.add_signal_handler(signal.SIGUSR1, calls.append, "old")
+    loop.add_signal_handler(signal.SIGUSR1, calls.append, "new")
+    os.kill(os.getpid(), signal.SIGUSR1)
+    loop.run_until_complete(asyncio.sleep(0.05))
+    assert calls == ["new"]
+
+
+def test_two_signals(loop):
+    calls = []
+    loop.add_signal_handler(signal.SIGUSR1, calls.append, 1)
+    loop.add_signal_handler(signal.SIGUSR2, calls.append, 2)
+    os.kill(os.getpid(), signal.SIGUSR2)
+    loop.run_until_complete(asyncio.sleep(0.05))
+    os.kill(os.getpid(), signal.SIGUSR1)
+    loop.run_until_complete(asyncio.sleep(0.05))
+    assert calls == [2, 1]
+    assert loop.remove_signal_handler(signal.SIGUSR1)
+    assert loop.remove_signal_handler(signal.SIGUSR2)
+
+
+def test_handler_exception_goes_to_exception_handler(loop):
+    contexts = []
+    loop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+
+    def bad():
+        raise ValueError("in signal handler")
+
+    loop.add_signal_handler(signal.SIGUSR1, bad)
+    os.kill(os.getpid(), signal.SIGUSR1)
+    loop.run_until_complete(asyncio.sleep(0.05))
+    assert len(contexts) == 1
+    assert isinstance(contexts[0]["exception"], ValueError)
+
+
+def test_coroutine_rejected(loop):
+    async def coro_fn():
+        pass
+
+    coro = coro_fn()
+    for bad in (coro_fn, coro):
+        with pytest.raises(TypeError) as ei:
+            loop.add_signal_handler(signal.SIGUSR1, bad)
+        assert str(ei.value) == "coroutines cannot be used with add_signal_handler()"
+    coro.close()
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
+
+
+@pytest.mark.parametrize("method", ["add", "remove"])
+def test_invalid_signals(loop, method):
+    def call(sig):
+        if method == "add":
+            return loop.add_signal_handler(sig, print)
+        return loop.remove_signal_handler(sig)
+
+    with pytest.raises(TypeError) as ei:
+        call("SIGUSR1")
+    assert str(ei.value) == "sig must be an int, not 'SIGUSR1'"
+    for bad in (0, -1, 4096):
+        with pytest.raises(ValueError) as ei:
+            call(bad)
+        assert str(ei.value) == f"invalid signal number {bad}"
+
+
+def test_uncatchable_signal(loop):
+    for sig in (signal.SIGKILL, signal.SIGSTOP):
+        with pytest.raises(RuntimeError) as ei:
+            loop.add_signal_handler(sig, print)
+        assert str(ei.value) == f"sig {sig:d} cannot be caught"
+
+
+def test_closed_loop(loop):
+    loop.close()
+    with pytest.raises(RuntimeError, match="^Event loop is closed$"):
+        loop.add_signal_handler(signal.SIGUSR1, print)
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
+
+
+def test_close_removes_handlers(loop):
+    loop.add_signal_handler(signal.SIGUSR1, print)
+    loop.add_signal_handler(signal.SIGINT, print)
+    loop.close()
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_remove_sigint_restores_default_int_handler(loop):
+    loop.add_signal_handler(signal.SIGINT, print)
+    assert loop.remove_signal_handler(signal.SIGINT) is True
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_not_main_thread(loop_factory):
+    errors = []
+
+    def worker():
+        lp = loop_factory()
+        try:
+            lp.add_signal_handler(signal.SIGUSR1, print)
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+        finally:
+            lp.close()
+
+    th = threading.Thread(target=worker)
+    th.start()
+    th.join(10)
+    assert len(errors) == 1
+    assert type(errors[0]) is RuntimeError
+    assert "main thread" in str(errors[0])
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
+
+
+# -- SIGINT in a child process ------------------------------------------------
+
+SLEEPING_LOOP = """
+import asyncio, time
+loop = loop_factory()
+async def main():
+    print("ready", flush=True)
+    await asyncio.sleep(30)
+try:
+    loop.run_until_complete(main())
+except KeyboardInterrupt:
+    print("KeyboardInterrupt", flush=True)
+    raise SystemExit(42)
+finally:
+    loop.close()
+"""
+
+IDLE_LOOP = """
+import asyncio
+loop = loop_factory()
+loop.call_soon(lambda: print("ready", flush=True))
+try:
+    loop.run_forever()       # nothing scheduled: waits indefinitely
+except KeyboardInterrupt:
+    print("KeyboardInterrupt", flush=True)
+    raise SystemExit(42)
+finally:
+    loop.close()
+"""
+
+HANDLED_SIGINT = """
+import asyncio, signal
+loop = loop_factory()
+loop.add_signal_handler(signal.SIGINT, lambda: (print("handled", flush=True), loop.stop()))
+loop.call_soon(lambda: print("ready", flush=True))
+loop.run_forever()
+loop.close()
+print("clean exit", flush=True)
+"""
+
+
+@pytest.mark.parametrize("body", [SLEEPING_LOOP, IDLE_LOOP], ids=["sleeping", "idle"])
+def test_sigint_interrupts_waiting_loop(loop_name, interrupt_child, body):
+    rc, out, err, elapsed = interrupt_child(script_source(loop_name, body))
+    assert out.split() == ["ready", "KeyboardInterrupt"], err
+    assert rc == 42, err
+    assert elapsed < 2.0
+
+
+def test_sigint_with_signal_handler(loop_name, interrupt_child):
+    rc, out, err, elapsed = interrupt_child(script_source(loop_name, HANDLED_SIGINT))
+    assert out.split() == ["ready", "handled", "clean", "exit"], err
+    assert rc == 0, err
+    assert elapsed < 2.0
