@@ -17,7 +17,7 @@ use pyo3::{ffi, intern};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 /// A callback scheduled on the loop, with its arguments and its contextvars `Context`.
-#[pyclass(subclass, frozen, module = "ferroloop", name = "Handle", freelist = 256)]
+#[pyclass(subclass, frozen, module = "ferroloop", name = "Handle")]
 pub struct Handle {
     /// The loop (a `LoopCore` subclass instance) that will run this handle.
     pub(crate) loop_: Py<PyAny>,
