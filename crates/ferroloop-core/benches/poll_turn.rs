@@ -39,10 +39,20 @@ fn main() {
     });
 
     // 64 idle sockets registered for read: nothing ready.
-    let pairs: Vec<(UnixStream, UnixStream)> =
-        (0..64).map(|_| UnixStream::pair().expect("socketpair")).collect();
+    let pairs: Vec<(UnixStream, UnixStream)> = (0..64)
+        .map(|_| UnixStream::pair().expect("socketpair"))
+        .collect();
     for (i, (a, _)) in pairs.iter().enumerate() {
-        poller.add(a.as_raw_fd(), i as u64, Interest { read: true, write: false }).expect("add");
+        poller
+            .add(
+                a.as_raw_fd(),
+                i as u64,
+                Interest {
+                    read: true,
+                    write: false,
+                },
+            )
+            .expect("add");
     }
     report("poll turn, zero timeout, 64 idle fds", N, || {
         for _ in 0..N {

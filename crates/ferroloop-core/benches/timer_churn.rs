@@ -26,7 +26,14 @@ impl TimerEntry for Timer {
 fn new_timer() -> (Timer, Rc<Cell<bool>>, Rc<Cell<bool>>) {
     let c = Rc::new(Cell::new(false));
     let s = Rc::new(Cell::new(true));
-    (Timer { cancelled: c.clone(), scheduled: s.clone() }, c, s)
+    (
+        Timer {
+            cancelled: c.clone(),
+            scheduled: s.clone(),
+        },
+        c,
+        s,
+    )
 }
 
 fn report(name: &str, ops: u64, f: impl FnOnce()) {

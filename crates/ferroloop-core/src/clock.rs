@@ -48,7 +48,9 @@ pub struct ManualClock {
 impl ManualClock {
     /// A clock reading `start`.
     pub fn new(start: f64) -> Self {
-        Self { now: Cell::new(start) }
+        Self {
+            now: Cell::new(start),
+        }
     }
 
     /// Moves the clock forward by `secs`.

@@ -119,13 +119,17 @@ unsafe impl Send for Events {}
 
 impl Default for Events {
     fn default() -> Self {
-        Self { buf: Vec::with_capacity(256) }
+        Self {
+            buf: Vec::with_capacity(256),
+        }
     }
 }
 
 impl std::fmt::Debug for Events {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Events").field("len", &self.buf.len()).finish()
+        f.debug_struct("Events")
+            .field("len", &self.buf.len())
+            .finish()
     }
 }
 
@@ -152,7 +156,12 @@ impl Poller {
         let epoll = epoll::create(CreateFlags::CLOEXEC)?;
         let fd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
         epoll::add(&epoll, &fd, EventData::new_u64(WAKER_TOKEN), EventFlags::IN)?;
-        let waker = Waker { inner: Arc::new(WakerInner { fd, pending: AtomicBool::new(false) }) };
+        let waker = Waker {
+            inner: Arc::new(WakerInner {
+                fd,
+                pending: AtomicBool::new(false),
+            }),
+        };
         Ok(Self { epoll, waker })
     }
 
@@ -167,7 +176,12 @@ impl Poller {
         // SAFETY: the borrowed fd is used only for the duration of this epoll_ctl call; if the
         // number is not an open fd the kernel answers EBADF, it is never dereferenced as memory.
         let bfd = unsafe { BorrowedFd::borrow_raw(fd) };
-        epoll::add(&self.epoll, bfd, EventData::new_u64(token), interest.flags())?;
+        epoll::add(
+            &self.epoll,
+            bfd,
+            EventData::new_u64(token),
+            interest.flags(),
+        )?;
         Ok(())
     }
 
@@ -175,7 +189,12 @@ impl Poller {
     pub fn modify(&self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
         // SAFETY: as in `add`, the borrow lasts one epoll_ctl call on a plain integer.
         let bfd = unsafe { BorrowedFd::borrow_raw(fd) };
-        epoll::modify(&self.epoll, bfd, EventData::new_u64(token), interest.flags())?;
+        epoll::modify(
+            &self.epoll,
+            bfd,
+            EventData::new_u64(token),
+            interest.flags(),
+        )?;
         Ok(())
     }
 
@@ -198,7 +217,11 @@ impl Poller {
             tv_nsec: d.subsec_nanos() as _,
         });
         let cap = events.buf.capacity();
-        epoll::wait(&self.epoll, rustix::buffer::spare_capacity(&mut events.buf), ts.as_ref())?;
+        epoll::wait(
+            &self.epoll,
+            rustix::buffer::spare_capacity(&mut events.buf),
+            ts.as_ref(),
+        )?;
         // Grow the buffer when it came back full, so a busy loop reports every fd in one turn.
         if events.buf.len() == cap {
             events.buf.reserve(cap);
@@ -226,7 +249,9 @@ impl Poller {
 
 impl std::fmt::Debug for Poller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Poller").field("epoll", &self.epoll).finish()
+        f.debug_struct("Poller")
+            .field("epoll", &self.epoll)
+            .finish()
     }
 }
 

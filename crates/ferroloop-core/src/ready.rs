@@ -14,7 +14,9 @@ pub struct ReadyQueue<T> {
 
 impl<T> Default for ReadyQueue<T> {
     fn default() -> Self {
-        Self { items: VecDeque::with_capacity(64) }
+        Self {
+            items: VecDeque::with_capacity(64),
+        }
     }
 }
 

@@ -51,7 +51,10 @@ impl<T> PartialOrd for Slot<T> {
 impl<T> Ord for Slot<T> {
     /// Reversed, so that `BinaryHeap` (a max-heap) pops the earliest deadline first.
     fn cmp(&self, other: &Self) -> Ordering {
-        other.key.total_cmp(&self.key).then_with(|| other.seq.cmp(&self.seq))
+        other
+            .key
+            .total_cmp(&self.key)
+            .then_with(|| other.seq.cmp(&self.seq))
     }
 }
 
@@ -67,7 +70,11 @@ pub struct TimerHeap<T> {
 
 impl<T> Default for TimerHeap<T> {
     fn default() -> Self {
-        Self { heap: BinaryHeap::new(), next_seq: 0, cancelled: 0 }
+        Self {
+            heap: BinaryHeap::new(),
+            next_seq: 0,
+            cancelled: 0,
+        }
     }
 }
 
@@ -81,7 +88,11 @@ impl<T: TimerEntry> TimerHeap<T> {
     pub fn push(&mut self, when: f64, item: T) {
         // `+ 0.0` turns -0.0 into 0.0: `total_cmp` orders -0.0 before 0.0, which would break FIFO
         // among deadlines that compare equal.
-        let key = if when.is_nan() { f64::NEG_INFINITY } else { when + 0.0 };
+        let key = if when.is_nan() {
+            f64::NEG_INFINITY
+        } else {
+            when + 0.0
+        };
         let seq = self.next_seq;
         self.next_seq += 1;
         self.heap.push(Slot { key, seq, item });
@@ -162,7 +173,11 @@ impl<T: TimerEntry> TimerHeap<T> {
     /// is safe to.
     pub fn take_all(&mut self) -> Vec<T> {
         self.cancelled = 0;
-        std::mem::take(&mut self.heap).into_vec().into_iter().map(|s| s.item).collect()
+        std::mem::take(&mut self.heap)
+            .into_vec()
+            .into_iter()
+            .map(|s| s.item)
+            .collect()
     }
 
     /// Iterates over the entries in no particular order.

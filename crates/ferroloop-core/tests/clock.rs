@@ -22,14 +22,23 @@ fn monotonic_advances_with_instant() {
     let t1 = clock::monotonic();
     let elapsed = i0.elapsed().as_secs_f64();
     let dt = t1 - t0;
-    assert!(dt >= 0.050, "monotonic advanced only {dt}s over a 50 ms sleep");
+    assert!(
+        dt >= 0.050,
+        "monotonic advanced only {dt}s over a 50 ms sleep"
+    );
     // Both read CLOCK_MONOTONIC; the only difference is the gap between the paired reads.
-    assert!((dt - elapsed).abs() < 0.010, "monotonic {dt}s vs Instant {elapsed}s");
+    assert!(
+        (dt - elapsed).abs() < 0.010,
+        "monotonic {dt}s vs Instant {elapsed}s"
+    );
 }
 
 #[test]
 fn monotonic_is_clock_monotonic_in_seconds() {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     let before = clock::monotonic();
     // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };

@@ -15,7 +15,10 @@ struct Waiter {
 
 impl Waiter {
     fn new() -> Self {
-        Self { poller: Poller::new().expect("poller"), events: Events::new() }
+        Self {
+            poller: Poller::new().expect("poller"),
+            events: Events::new(),
+        }
     }
     fn wait(&mut self, timeout: Option<Duration>) -> std::io::Result<()> {
         self.poller.wait(&mut self.events, timeout)
@@ -76,7 +79,10 @@ fn wake_from_another_thread_ends_an_unbounded_wait() {
         "wait(None) returned before anyone woke it"
     );
     let latency = returned_at.saturating_duration_since(woke_at);
-    assert!(latency < Duration::from_secs(1), "wait ended {latency:?} after the wake");
+    assert!(
+        latency < Duration::from_secs(1),
+        "wait ended {latency:?} after the wake"
+    );
 }
 
 #[test]
@@ -95,7 +101,10 @@ fn every_wake_after_a_drain_ends_the_next_wait() {
     for i in 0..50 {
         go_tx.send(()).expect("send");
         let el = timed_turn(&mut p, Some(Duration::from_secs(10)));
-        assert!(el < Duration::from_secs(5), "round {i}: wake was lost ({el:?})");
+        assert!(
+            el < Duration::from_secs(5),
+            "round {i}: wake was lost ({el:?})"
+        );
     }
     drop(go_tx);
     h.join().expect("waker thread");
@@ -110,7 +119,10 @@ fn wake_before_wait_ends_the_next_wait_at_once() {
     assert!(el < Duration::from_secs(1), "pre-wait wake ignored: {el:?}");
     // Consumed: the next wait times out.
     let el = timed_turn(&mut p, Some(Duration::from_millis(50)));
-    assert!(el >= Duration::from_millis(50), "stale wake-up ended the wait after {el:?}");
+    assert!(
+        el >= Duration::from_millis(50),
+        "stale wake-up ended the wait after {el:?}"
+    );
 }
 
 #[test]
@@ -178,17 +190,26 @@ fn wakes_racing_with_turns_leave_no_stale_wakeup() {
     let deadline = Instant::now() + Duration::from_millis(500);
     while Instant::now() < deadline {
         let el = timed_turn(&mut p, Some(Duration::from_secs(3)));
-        assert!(el < Duration::from_millis(2500), "wake lost while racing: {el:?}");
+        assert!(
+            el < Duration::from_millis(2500),
+            "wake lost while racing: {el:?}"
+        );
         turns += 1;
     }
     stop.store(true, Ordering::Relaxed);
-    let wakes: u32 = handles.into_iter().map(|h| h.join().expect("waker thread")).sum();
+    let wakes: u32 = handles
+        .into_iter()
+        .map(|h| h.join().expect("waker thread"))
+        .sum();
     assert!(turns > 0 && wakes > 0);
     // A wake-up may still be pending from the last burst; at most one turn consumes it.
     timed_turn(&mut p, Some(Duration::ZERO));
     let d = Duration::from_millis(50);
     let el = timed_turn(&mut p, Some(d));
-    assert!(el >= d, "stale wake-up after {wakes} wakes / {turns} turns: {el:?}");
+    assert!(
+        el >= d,
+        "stale wake-up after {wakes} wakes / {turns} turns: {el:?}"
+    );
 }
 
 #[test]

@@ -22,7 +22,10 @@ struct Waiter {
 
 impl Waiter {
     fn new() -> Self {
-        Self { poller: Poller::new().expect("poller"), events: Events::new() }
+        Self {
+            poller: Poller::new().expect("poller"),
+            events: Events::new(),
+        }
     }
     fn wait(&mut self, timeout: Option<Duration>) -> std::io::Result<()> {
         self.poller.wait(&mut self.events, timeout)
@@ -39,9 +42,18 @@ impl std::ops::Deref for Waiter {
     }
 }
 
-const READ: Interest = Interest { read: true, write: false };
-const WRITE: Interest = Interest { read: false, write: true };
-const BOTH: Interest = Interest { read: true, write: true };
+const READ: Interest = Interest {
+    read: true,
+    write: false,
+};
+const WRITE: Interest = Interest {
+    read: false,
+    write: true,
+};
+const BOTH: Interest = Interest {
+    read: true,
+    write: true,
+};
 
 fn turn(p: &mut Waiter, timeout: Duration) -> Vec<Readiness> {
     p.wait(Some(timeout)).expect("wait");
@@ -68,7 +80,9 @@ fn pair() -> (UnixStream, UnixStream) {
 }
 
 fn os_error(r: std::io::Result<()>) -> i32 {
-    r.expect_err("expected an OS error").raw_os_error().expect("raw os error")
+    r.expect_err("expected an OS error")
+        .raw_os_error()
+        .expect("raw os error")
 }
 
 // ---- timeouts ----
@@ -94,7 +108,10 @@ fn sub_millisecond_timeout_is_not_rounded_up() {
     }
     let med = median(samples);
     // A millisecond-granularity backend (epoll_wait) would take >= 1 ms every time.
-    assert!(med < Duration::from_micros(800), "median wait(200us) took {med:?}");
+    assert!(
+        med < Duration::from_micros(800),
+        "median wait(200us) took {med:?}"
+    );
 }
 
 #[test]
@@ -110,14 +127,21 @@ fn zero_timeout_returns_at_once() {
         })
         .collect();
     let med = median(samples);
-    assert!(med < Duration::from_micros(500), "median zero-timeout wait took {med:?}");
+    assert!(
+        med < Duration::from_micros(500),
+        "median zero-timeout wait took {med:?}"
+    );
 }
 
 #[test]
 fn huge_timeouts_are_accepted() {
     // Durations beyond i64 seconds are clamped, not rejected (EINVAL) or wrapped to negative.
     let mut p = Waiter::new();
-    for d in [Duration::MAX, Duration::from_secs(u64::MAX), Duration::from_secs(i64::MAX as u64)] {
+    for d in [
+        Duration::MAX,
+        Duration::from_secs(u64::MAX),
+        Duration::from_secs(i64::MAX as u64),
+    ] {
         p.waker().wake().expect("wake");
         let t = Instant::now();
         p.wait(Some(d)).expect("wait with a huge timeout");
@@ -136,7 +160,11 @@ fn readable_after_peer_writes_and_level_triggered() {
     assert_eq!(turn(&mut p, Duration::ZERO), vec![], "nothing written yet");
 
     b.write_all(b"xy").expect("write");
-    let ready = Readiness { token: 7, read: true, write: false };
+    let ready = Readiness {
+        token: 7,
+        read: true,
+        write: false,
+    };
     assert_eq!(turn(&mut p, Duration::from_secs(5)), vec![ready]);
     // Level-triggered: not drained, so reported again, on every turn.
     for _ in 0..3 {
@@ -165,8 +193,18 @@ fn readable_wait_ends_before_its_timeout() {
     let got = turn(&mut p, Duration::from_secs(10));
     let el = t.elapsed();
     let _b = h.join().expect("writer");
-    assert_eq!(got, vec![Readiness { token: 3, read: true, write: false }]);
-    assert!(el < Duration::from_secs(5), "readiness took {el:?} to end the wait");
+    assert_eq!(
+        got,
+        vec![Readiness {
+            token: 3,
+            read: true,
+            write: false
+        }]
+    );
+    assert!(
+        el < Duration::from_secs(5),
+        "readiness took {el:?} to end the wait"
+    );
 }
 
 #[test]
@@ -174,9 +212,17 @@ fn write_interest_on_a_writable_socket() {
     let mut p = Waiter::new();
     let (a, _b) = pair();
     p.add(a.as_raw_fd(), 11, WRITE).expect("add");
-    let w = Readiness { token: 11, read: false, write: true };
+    let w = Readiness {
+        token: 11,
+        read: false,
+        write: true,
+    };
     assert_eq!(turn(&mut p, Duration::from_secs(5)), vec![w]);
-    assert_eq!(turn(&mut p, Duration::from_secs(5)), vec![w], "level-triggered");
+    assert_eq!(
+        turn(&mut p, Duration::from_secs(5)),
+        vec![w],
+        "level-triggered"
+    );
 }
 
 #[test]
@@ -184,9 +230,23 @@ fn read_and_write_interest_together() {
     let mut p = Waiter::new();
     let (a, b) = pair();
     p.add(a.as_raw_fd(), 5, BOTH).expect("add");
-    assert_eq!(turn(&mut p, Duration::from_secs(5)), vec![Readiness { token: 5, read: false, write: true }]);
+    assert_eq!(
+        turn(&mut p, Duration::from_secs(5)),
+        vec![Readiness {
+            token: 5,
+            read: false,
+            write: true
+        }]
+    );
     (&b).write_all(b"q").expect("write");
-    assert_eq!(turn(&mut p, Duration::from_secs(5)), vec![Readiness { token: 5, read: true, write: true }]);
+    assert_eq!(
+        turn(&mut p, Duration::from_secs(5)),
+        vec![Readiness {
+            token: 5,
+            read: true,
+            write: true
+        }]
+    );
 }
 
 #[test]
@@ -195,10 +255,25 @@ fn modify_changes_interest_and_token() {
     let (a, b) = pair();
     (&b).write_all(b"q").expect("write");
     p.add(a.as_raw_fd(), 1, READ).expect("add");
-    assert_eq!(turn(&mut p, Duration::from_secs(5)), vec![Readiness { token: 1, read: true, write: false }]);
+    assert_eq!(
+        turn(&mut p, Duration::from_secs(5)),
+        vec![Readiness {
+            token: 1,
+            read: true,
+            write: false
+        }]
+    );
     p.modify(a.as_raw_fd(), 2, WRITE).expect("modify");
-    assert_eq!(turn(&mut p, Duration::from_secs(5)), vec![Readiness { token: 2, read: false, write: true }]);
-    p.modify(a.as_raw_fd(), 3, Interest::default()).expect("modify to nothing");
+    assert_eq!(
+        turn(&mut p, Duration::from_secs(5)),
+        vec![Readiness {
+            token: 2,
+            read: false,
+            write: true
+        }]
+    );
+    p.modify(a.as_raw_fd(), 3, Interest::default())
+        .expect("modify to nothing");
     assert_eq!(turn(&mut p, Duration::from_millis(20)), vec![]);
     assert!(Interest::default().is_empty() && !READ.is_empty() && !WRITE.is_empty());
     let (c, _d) = pair();
@@ -245,7 +320,11 @@ fn each_fd_reports_its_own_token_and_the_buffer_grows() {
     }
     assert!(seen.iter().all(|&s| s), "some fds were never reported");
     let third = turn(&mut p, Duration::from_secs(5));
-    assert_eq!(third.len(), N, "after growing, one turn reports every ready fd");
+    assert_eq!(
+        third.len(),
+        N,
+        "after growing, one turn reports every ready fd"
+    );
 }
 
 // ---- registration ----
@@ -272,7 +351,14 @@ fn add_twice_is_eexist() {
     assert_eq!(os_error(p.add(a.as_raw_fd(), 2, WRITE)), libc::EEXIST);
     // The failed add left the first registration as it was: token 1, read only.
     (&b).write_all(b"x").expect("write");
-    assert_eq!(turn(&mut p, Duration::from_secs(5)), vec![Readiness { token: 1, read: true, write: false }]);
+    assert_eq!(
+        turn(&mut p, Duration::from_secs(5)),
+        vec![Readiness {
+            token: 1,
+            read: true,
+            write: false
+        }]
+    );
 }
 
 #[test]
@@ -290,10 +376,21 @@ fn delete_then_no_events() {
     (&b).write_all(b"x").expect("write");
     assert_eq!(turn(&mut p, Duration::from_secs(5)).len(), 1);
     p.delete(a.as_raw_fd()).expect("delete");
-    assert_eq!(turn(&mut p, Duration::from_millis(20)), vec![], "deleted fd still reported");
+    assert_eq!(
+        turn(&mut p, Duration::from_millis(20)),
+        vec![],
+        "deleted fd still reported"
+    );
     // It can be registered again.
     p.add(a.as_raw_fd(), 5, READ).expect("re-add");
-    assert_eq!(turn(&mut p, Duration::from_secs(5)), vec![Readiness { token: 5, read: true, write: false }]);
+    assert_eq!(
+        turn(&mut p, Duration::from_secs(5)),
+        vec![Readiness {
+            token: 5,
+            read: true,
+            write: false
+        }]
+    );
 }
 
 #[test]
@@ -306,7 +403,10 @@ fn delete_removes_only_that_fd() {
         (&*b).write_all(b"x").expect("write");
     }
     let tokens = |p: &mut Waiter| {
-        let mut t: Vec<u64> = turn(p, Duration::from_secs(5)).iter().map(|r| r.token).collect();
+        let mut t: Vec<u64> = turn(p, Duration::from_secs(5))
+            .iter()
+            .map(|r| r.token)
+            .collect();
         t.sort_unstable();
         t
     };
@@ -329,7 +429,9 @@ fn fd_closed_while_registered_is_dropped_by_the_kernel() {
     p.add(fd, 8, READ).expect("add");
     drop(a); // Closing the only fd for the socket drops the registration in the kernel.
     let _ = (&b).write_all(b"x"); // may fail with EPIPE; irrelevant
-    assert!(turn(&mut p, Duration::from_millis(20)).iter().all(|r| r.token != 8));
+    assert!(turn(&mut p, Duration::from_millis(20))
+        .iter()
+        .all(|r| r.token != 8));
     // The number may have been reused by a parallel test: EBADF or ENOENT, an error either way.
     assert!(p.delete(fd).is_err());
 }
@@ -350,12 +452,21 @@ fn fds_can_be_added_from_another_thread_during_a_wait() {
     };
     let mut events = Events::new();
     let t = Instant::now();
-    poller.wait(&mut events, Some(Duration::from_secs(10))).expect("wait");
+    poller
+        .wait(&mut events, Some(Duration::from_secs(10)))
+        .expect("wait");
     let el = t.elapsed();
     let mut got = Vec::new();
     poller.drain(&mut events, |r| got.push(r));
     h.join().expect("adder");
-    assert_eq!(got, vec![Readiness { token: 21, read: true, write: false }]);
+    assert_eq!(
+        got,
+        vec![Readiness {
+            token: 21,
+            read: true,
+            write: false
+        }]
+    );
     assert!(el < Duration::from_secs(5), "{el:?}");
     drop(a);
 }
@@ -411,8 +522,15 @@ fn signal_during_wait_is_interrupted() {
     }
     drop(release_tx);
     let (result, el) = h.join().expect("waiting thread");
-    assert_eq!(result, Err(ErrorKind::Interrupted), "wait ended with {result:?} after {el:?}");
-    assert!(el < Duration::from_secs(10), "the signal did not end the wait promptly: {el:?}");
+    assert_eq!(
+        result,
+        Err(ErrorKind::Interrupted),
+        "wait ended with {result:?} after {el:?}"
+    );
+    assert!(
+        el < Duration::from_secs(10),
+        "the signal did not end the wait promptly: {el:?}"
+    );
 }
 
 #[test]
@@ -440,7 +558,8 @@ fn poller_is_usable_after_an_interrupted_wait() {
         }
         // After EINTR the poller works as before.
         (&b).write_all(b"x").expect("write");
-        p.wait(Some(Duration::from_secs(5))).expect("wait after EINTR");
+        p.wait(Some(Duration::from_secs(5)))
+            .expect("wait after EINTR");
         let mut got = Vec::new();
         p.drain(|r| got.push(r));
         (interrupted, got)
@@ -453,5 +572,12 @@ fn poller_is_usable_after_an_interrupted_wait() {
     }
     let (interrupted, got) = h.join().expect("thread");
     assert!(interrupted);
-    assert_eq!(got, vec![Readiness { token: 1, read: true, write: false }]);
+    assert_eq!(
+        got,
+        vec![Readiness {
+            token: 1,
+            read: true,
+            write: false
+        }]
+    );
 }

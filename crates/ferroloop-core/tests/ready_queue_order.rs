@@ -55,7 +55,10 @@ struct Cb {
 }
 
 fn cb(name: &str, reschedules: bool) -> Cb {
-    Cb { name: name.to_owned(), reschedules }
+    Cb {
+        name: name.to_owned(),
+        reschedules,
+    }
 }
 
 /// Runs one loop turn as `_run_once` does: exactly `turn_len()` callbacks. Returns what ran.
@@ -115,7 +118,10 @@ fn take_all_returns_everything_in_order_and_empties() {
     }
     q.pop();
     let all = q.take_all();
-    assert_eq!(all.into_iter().collect::<Vec<_>>(), (1..10).collect::<Vec<_>>());
+    assert_eq!(
+        all.into_iter().collect::<Vec<_>>(),
+        (1..10).collect::<Vec<_>>()
+    );
     assert!(q.is_empty());
     assert_eq!(q.turn_len(), 0);
     assert_eq!(q.pop(), None);
@@ -134,7 +140,11 @@ fn take_all_hands_items_back_undropped() {
         q.push(Rc::clone(&token));
     }
     let all = q.take_all();
-    assert_eq!(Rc::strong_count(&token), 6, "take_all must not drop the callbacks itself");
+    assert_eq!(
+        Rc::strong_count(&token),
+        6,
+        "take_all must not drop the callbacks itself"
+    );
     drop(all);
     assert_eq!(Rc::strong_count(&token), 1);
 }

@@ -46,7 +46,9 @@ fn cancelled_entries_are_skipped_and_unscheduled() {
 #[test]
 fn the_loop_skips_cancelled_entries() {
     let mut heap = TimerHeap::<Item>::new();
-    let hs: Vec<Handle> = (0..10).map(|id| schedule(&mut heap, id, id as f64)).collect();
+    let hs: Vec<Handle> = (0..10)
+        .map(|id| schedule(&mut heap, id, id as f64))
+        .collect();
     for h in hs.iter().filter(|h| h.id % 3 == 0) {
         cancel(&mut heap, h);
     }
@@ -71,7 +73,10 @@ fn pop_due_leaves_cancelled_entries_past_end_alone() {
     assert_eq!(heap.cancelled(), 1);
     assert_eq!(heap.next_deadline(), Some(5.0));
     assert!(!a.scheduled.get());
-    assert!(b.scheduled.get(), "an entry not yet due must stay in the heap");
+    assert!(
+        b.scheduled.get(),
+        "an entry not yet due must stay in the heap"
+    );
     assert_eq!(b.unscheduled_calls.get(), 0);
 }
 
@@ -96,7 +101,9 @@ fn cancel_after_firing_is_not_counted() {
 fn note_cancelled_counts_each_call() {
     let mut heap = TimerHeap::<Item>::new();
     assert_eq!(heap.cancelled(), 0);
-    let hs: Vec<Handle> = (0..5).map(|id| schedule(&mut heap, id, 10.0 + id as f64)).collect();
+    let hs: Vec<Handle> = (0..5)
+        .map(|id| schedule(&mut heap, id, 10.0 + id as f64))
+        .collect();
     for (n, h) in hs.iter().enumerate() {
         cancel(&mut heap, h);
         assert_eq!(heap.cancelled(), n + 1);
@@ -114,7 +121,11 @@ fn purge_drops_cancelled_entries_at_the_top_only() {
     cancel(&mut heap, &a);
     cancel(&mut heap, &b);
     cancel(&mut heap, &d);
-    assert_eq!(heap.next_deadline(), Some(1.0), "before a purge the top may be cancelled");
+    assert_eq!(
+        heap.next_deadline(),
+        Some(1.0),
+        "before a purge the top may be cancelled"
+    );
 
     assert_eq!(purge(&mut heap), vec![0, 1]);
     // a and b were at the top; d sits behind the live c and stays (4 entries: no compaction).
@@ -140,11 +151,17 @@ fn purge_drops_cancelled_entries_at_the_top_only() {
 #[test]
 fn purge_of_an_all_cancelled_heap_empties_it() {
     let mut heap = TimerHeap::<Item>::new();
-    let hs: Vec<Handle> = (0..50).map(|id| schedule(&mut heap, id, id as f64)).collect();
+    let hs: Vec<Handle> = (0..50)
+        .map(|id| schedule(&mut heap, id, id as f64))
+        .collect();
     for h in &hs {
         cancel(&mut heap, h);
     }
-    assert_eq!(purge(&mut heap), (0..50).collect::<Vec<_>>(), "removed in deadline order");
+    assert_eq!(
+        purge(&mut heap),
+        (0..50).collect::<Vec<_>>(),
+        "removed in deadline order"
+    );
     assert!(heap.is_empty());
     assert_eq!(heap.cancelled(), 0);
     assert_eq!(heap.next_deadline(), None);
@@ -154,7 +171,9 @@ fn purge_of_an_all_cancelled_heap_empties_it() {
 /// Schedules `n` timers with deadlines `0..n`, then cancels those `pick` selects.
 fn heap_with_cancelled(n: u32, pick: impl Fn(u32) -> bool) -> (TimerHeap<Item>, Vec<Handle>) {
     let mut heap = TimerHeap::<Item>::new();
-    let hs: Vec<Handle> = (0..n).map(|id| schedule(&mut heap, id, id as f64)).collect();
+    let hs: Vec<Handle> = (0..n)
+        .map(|id| schedule(&mut heap, id, id as f64))
+        .collect();
     for h in hs.iter().filter(|h| pick(h.id)) {
         cancel(&mut heap, h);
     }
@@ -172,7 +191,10 @@ fn compaction_when_over_100_and_over_half_cancelled() {
     let mut removed = purge(&mut heap);
     removed.sort_unstable();
     let expected_removed: Vec<u32> = (0..200).filter(|id| id % 2 == 1 || *id == 2).collect();
-    assert_eq!(removed, expected_removed, "compaction hands back every cancelled entry");
+    assert_eq!(
+        removed, expected_removed,
+        "compaction hands back every cancelled entry"
+    );
     assert_eq!(heap.len(), 99, "every cancelled entry is dropped at once");
     assert_eq!(heap.cancelled(), 0, "the cancelled count resets");
     assert_eq!(actually_cancelled(&heap), 0);
@@ -193,14 +215,19 @@ fn compaction_when_over_100_and_over_half_cancelled() {
 #[test]
 fn compaction_keeps_fifo_among_equal_deadlines() {
     let mut heap = TimerHeap::<Item>::new();
-    let hs: Vec<Handle> = (0..300).map(|id| schedule(&mut heap, id, (id % 3) as f64)).collect();
+    let hs: Vec<Handle> = (0..300)
+        .map(|id| schedule(&mut heap, id, (id % 3) as f64))
+        .collect();
     // Cancel 2 of every 3 except at deadline 0, keeping the top live: 200 of 300 are cancelled.
     for h in hs.iter().filter(|h| h.id % 3 != 0) {
         cancel(&mut heap, h);
     }
     assert_eq!(purge(&mut heap).len(), 200);
     assert_eq!(heap.len(), 100);
-    assert_eq!(pop_ids(&mut heap, f64::INFINITY), (0..300).filter(|id| id % 3 == 0).collect::<Vec<_>>());
+    assert_eq!(
+        pop_ids(&mut heap, f64::INFINITY),
+        (0..300).filter(|id| id % 3 == 0).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -251,7 +278,10 @@ fn churn_with_early_live_timers_stays_bounded() {
         max_len = max_len.max(heap.len());
         assert!(h.cancelled.get());
     }
-    assert!(max_len <= MIN_SCHEDULED_FOR_COMPACTION + 1, "heap grew to {max_len}");
+    assert!(
+        max_len <= MIN_SCHEDULED_FOR_COMPACTION + 1,
+        "heap grew to {max_len}"
+    );
     assert!(heap.len() <= MIN_SCHEDULED_FOR_COMPACTION + 1);
     assert_eq!(heap.cancelled(), actually_cancelled(&heap));
     assert!(live.iter().all(|h| h.scheduled.get()));
@@ -302,7 +332,10 @@ fn purge_hands_removed_entries_back_undropped() {
     heap.purge_cancelled(&mut removed);
     assert_eq!(removed.len(), 140);
     // Each removed entry shares its flags with the test's handle: 2 owners (handle + removed).
-    assert!(hs.iter().filter(|h| h.id >= 10).all(|h| std::rc::Rc::strong_count(&h.cancelled) == 2));
+    assert!(hs
+        .iter()
+        .filter(|h| h.id >= 10)
+        .all(|h| std::rc::Rc::strong_count(&h.cancelled) == 2));
     // `removed` is appended to, not overwritten.
     let mut removed = vec![hs[0].clone()];
     let (mut heap, _hs) = heap_with_cancelled(5, |_| true);

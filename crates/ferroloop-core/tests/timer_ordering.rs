@@ -42,16 +42,30 @@ fn interleaved_push_and_pop_stay_ordered() {
         now += 0.5;
         for id in pop_ids(&mut heap, now) {
             let when = whens[&id];
-            assert!(when < now, "timer {id} at {when} popped before it was due ({now})");
+            assert!(
+                when < now,
+                "timer {id} at {when} popped before it was due ({now})"
+            );
             fired_when.push(when);
         }
         if let Some(d) = heap.next_deadline() {
             assert!(d >= now, "a due timer ({d}) was left in the heap at {now}");
         }
     }
-    fired_when.extend(pop_ids(&mut heap, f64::INFINITY).into_iter().map(|id| whens[&id]));
-    assert_eq!(fired_when.len(), next_id as usize, "every timer fires exactly once");
-    assert!(fired_when.windows(2).all(|w| w[0] <= w[1]), "timers fired out of deadline order");
+    fired_when.extend(
+        pop_ids(&mut heap, f64::INFINITY)
+            .into_iter()
+            .map(|id| whens[&id]),
+    );
+    assert_eq!(
+        fired_when.len(),
+        next_id as usize,
+        "every timer fires exactly once"
+    );
+    assert!(
+        fired_when.windows(2).all(|w| w[0] <= w[1]),
+        "timers fired out of deadline order"
+    );
 }
 
 #[test]
@@ -74,7 +88,11 @@ fn equal_deadlines_stay_fifo_across_partial_pops() {
     for id in 0..10u32 {
         schedule(&mut heap, id, 5.0);
     }
-    assert_eq!(pop_ids(&mut heap, 5.0), Vec::<u32>::new(), "5.0 < 5.0 is false");
+    assert_eq!(
+        pop_ids(&mut heap, 5.0),
+        Vec::<u32>::new(),
+        "5.0 < 5.0 is false"
+    );
     // Later arrivals at the same deadline go after the earlier ones.
     for id in 10..20u32 {
         schedule(&mut heap, id, 5.0);
@@ -125,12 +143,27 @@ fn pop_due_pops_exactly_keys_below_end() {
     for (id, &w) in whens.iter().enumerate() {
         schedule(&mut heap, id as u32, w);
     }
-    assert_eq!(pop_ids(&mut heap, 1.0), Vec::<u32>::new(), "key == end is not due");
+    assert_eq!(
+        pop_ids(&mut heap, 1.0),
+        Vec::<u32>::new(),
+        "key == end is not due"
+    );
     assert_eq!(pop_ids(&mut heap, 2.0), vec![0]);
     assert_eq!(heap.len(), 4);
-    assert_eq!(pop_ids(&mut heap, f64::from_bits(2.0f64.to_bits() + 1)), vec![1, 2]);
-    assert_eq!(pop_ids(&mut heap, f64::NAN), Vec::<u32>::new(), "nothing is < NaN");
-    assert_eq!(pop_ids(&mut heap, f64::INFINITY), vec![3], "an infinite deadline never fires");
+    assert_eq!(
+        pop_ids(&mut heap, f64::from_bits(2.0f64.to_bits() + 1)),
+        vec![1, 2]
+    );
+    assert_eq!(
+        pop_ids(&mut heap, f64::NAN),
+        Vec::<u32>::new(),
+        "nothing is < NaN"
+    );
+    assert_eq!(
+        pop_ids(&mut heap, f64::INFINITY),
+        vec![3],
+        "an infinite deadline never fires"
+    );
     assert_eq!(heap.len(), 1);
     assert_eq!(heap.next_deadline(), Some(f64::INFINITY));
 }

@@ -8,7 +8,6 @@
 use pyo3::Python;
 use std::cell::{Ref, RefCell, RefMut};
 
-
 /// A `RefCell` that can only be borrowed with the GIL held.
 #[derive(Default)]
 pub struct GilCell<T>(RefCell<T>);

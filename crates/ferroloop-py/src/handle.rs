@@ -11,9 +11,9 @@ use crate::loop_core::LoopCore;
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::prelude::*;
 use pyo3::pyclass::CompareOp;
-use pyo3::{PyTraverseError, PyVisit};
 use pyo3::types::{PyDict, PyString, PyTuple};
 use pyo3::{ffi, intern};
+use pyo3::{PyTraverseError, PyVisit};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 /// A callback scheduled on the loop, with its arguments and its contextvars `Context`.
@@ -146,8 +146,9 @@ impl Handle {
         };
         match res {
             Ok(_) => Ok(()),
-            Err(e) if e.is_instance_of::<PyKeyboardInterrupt>(py)
-                || e.is_instance_of::<PySystemExit>(py) =>
+            Err(e)
+                if e.is_instance_of::<PyKeyboardInterrupt>(py)
+                    || e.is_instance_of::<PySystemExit>(py) =>
             {
                 Err(e)
             }
@@ -167,16 +168,25 @@ fn report_callback_error(
     let h = slf.get();
     let src = format_callback_source(py, cb, args)?;
     let ctx = PyDict::new(py);
-    ctx.set_item(intern!(py, "message"), format!("Exception in callback {src}"))?;
+    ctx.set_item(
+        intern!(py, "message"),
+        format!("Exception in callback {src}"),
+    )?;
     ctx.set_item(intern!(py, "exception"), err.value(py))?;
     ctx.set_item(intern!(py, "handle"), slf)?;
-    let tb = h.st.borrow(py).source_traceback.as_ref().map(|t| t.clone_ref(py));
+    let tb =
+        h.st.borrow(py)
+            .source_traceback
+            .as_ref()
+            .map(|t| t.clone_ref(py));
     if let Some(tb) = tb {
         if tb.bind(py).is_truthy()? {
             ctx.set_item(intern!(py, "source_traceback"), tb)?;
         }
     }
-    h.loop_.bind(py).call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
+    h.loop_
+        .bind(py)
+        .call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
     Ok(())
 }
 
@@ -190,7 +200,8 @@ fn format_callback_source(
         Some(a) => a.clone_ref(py).into_any(),
         None => py.None(),
     };
-    fh.call_method1(intern!(py, "_format_callback_source"), (cb, args))?.extract()
+    fh.call_method1(intern!(py, "_format_callback_source"), (cb, args))?
+        .extract()
 }
 
 #[pymethods]
@@ -214,7 +225,12 @@ impl Handle {
         Python::attach(|py| {
             let taken = {
                 let mut st = self.st.borrow_mut(py);
-                (st.callback.take(), st.args.take(), st.source_traceback.take(), st.repr.take())
+                (
+                    st.callback.take(),
+                    st.args.take(),
+                    st.source_traceback.take(),
+                    st.repr.take(),
+                )
             };
             drop(taken);
         });
@@ -239,7 +255,11 @@ impl Handle {
 
     #[getter]
     fn _callback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.st.borrow(py).callback.as_ref().map(|c| c.clone_ref(py))
+        self.st
+            .borrow(py)
+            .callback
+            .as_ref()
+            .map(|c| c.clone_ref(py))
     }
 
     #[getter]
@@ -264,7 +284,11 @@ impl Handle {
 
     #[getter]
     fn _source_traceback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.st.borrow(py).source_traceback.as_ref().map(|c| c.clone_ref(py))
+        self.st
+            .borrow(py)
+            .source_traceback
+            .as_ref()
+            .map(|c| c.clone_ref(py))
     }
 
     #[setter(_source_traceback)]
@@ -285,8 +309,11 @@ impl Handle {
             return Ok(r.clone_ref(py));
         }
         let is_timer = slf.is_instance_of::<TimerHandle>();
-        let mut info: Vec<String> =
-            vec![if is_timer { "TimerHandle".into() } else { "Handle".into() }];
+        let mut info: Vec<String> = vec![if is_timer {
+            "TimerHandle".into()
+        } else {
+            "Handle".into()
+        }];
         if h.is_cancelled() {
             info.push("cancelled".into());
         }
@@ -315,7 +342,9 @@ impl Handle {
                 ));
             }
         }
-        Ok(PyString::new(py, &format!("<{}>", info.join(" "))).into_any().unbind())
+        Ok(PyString::new(py, &format!("<{}>", info.join(" ")))
+            .into_any()
+            .unbind())
     }
 }
 
@@ -363,7 +392,10 @@ impl TimerHandle {
             CompareOp::Eq => timer_eq(py, a, b)?,
             CompareOp::Ne => !timer_eq(py, a, b)?,
         };
-        Ok(pyo3::types::PyBool::new(py, r).to_owned().into_any().unbind())
+        Ok(pyo3::types::PyBool::new(py, r)
+            .to_owned()
+            .into_any()
+            .unbind())
     }
 }
 

@@ -1,9 +1,12 @@
 //! `ferroloop._native`: the Rust half of ferroloop. The Python package (`python/ferroloop`)
 //! subclasses `LoopCore` into `ferroloop.Loop`.
 
+mod fd_watch;
 mod gil;
 mod handle;
 mod loop_core;
+mod stats;
+mod turn;
 
 use pyo3::prelude::*;
 

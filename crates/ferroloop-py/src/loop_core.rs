@@ -1,40 +1,33 @@
 //! `LoopCore`: the native half of `ferroloop.Loop`.
 //!
-//! Everything done once per callback, timer or fd event lives here: scheduling (`call_soon`,
-//! `call_later`, `call_at`, `call_soon_threadsafe`), the turn (`_run_once`) and the loop over
-//! turns (`_run_native`), and fd watching (`_add_reader` ...). What is done once per run or per
-//! setup (running-loop bookkeeping, async-generator hooks, exception handlers, executors, signals)
-//! is in `python/ferroloop/_loop.py`, which subclasses this class.
-//!
-//! One turn, as CPython's `BaseEventLoop._run_once`:
-//! 1. drop cancelled timers (compacting when they pile up);
-//! 2. wait for I/O: zero timeout when callbacks are ready or `stop()` was called, else until the
-//!    earliest timer, else forever; the GIL is released while waiting; a signal ends the wait and
-//!    its Python handler runs at once;
-//! 3. ready fds queue their reader/writer handles; due timers are queued;
-//! 4. run exactly the callbacks that were ready at that point, each in its own context.
+//! Everything done once per callback, timer or fd event lives in Rust: scheduling (`call_soon`,
+//! `call_later`, `call_at`, `call_soon_threadsafe`, here), the turn (`turn.rs`) and the loop over
+//! turns (`_run_native`, here), fd watching (`fd_watch.rs`) and metrics (`stats.rs`). What is done
+//! once per run or per setup (running-loop bookkeeping, async-generator hooks, exception
+//! handlers, executors, signals) is in `python/ferroloop/_loop.py`, which subclasses this class.
 
+use crate::fd_watch::FdEntry;
 use crate::gil::GilCell;
 use crate::handle::{Handle, TimerHandle};
-use ferroloop_core::{clock, Events, Interest, Poller, ReadyQueue, TimerEntry, TimerHeap, Waker};
+use crate::stats::{Counters, TimeStats};
+use ferroloop_core::{clock, Events, Poller, ReadyQueue, TimerEntry, TimerHeap, Waker};
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::PyClassInitializer;
 use pyo3::types::PyTuple;
+use pyo3::PyClassInitializer;
 use pyo3::{ffi, intern};
+use pyo3::{PyTraverseError, PyVisit};
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use pyo3::{PyTraverseError, PyVisit};
 
 /// CPython's `base_events.MAXIMUM_SELECT_TIMEOUT`: never wait longer than a day at once.
-const MAXIMUM_SELECT_TIMEOUT: f64 = 24.0 * 3600.0;
+pub(crate) const MAXIMUM_SELECT_TIMEOUT: f64 = 24.0 * 3600.0;
 
 /// A timer in the heap: the handle `call_at` returned.
-pub(crate) struct TimerRef(Py<Handle>);
+pub(crate) struct TimerRef(pub(crate) Py<Handle>);
 
 impl TimerEntry for TimerRef {
     fn is_cancelled(&self) -> bool {
@@ -45,94 +38,35 @@ impl TimerEntry for TimerRef {
     }
 }
 
-/// The callbacks watching one fd.
 #[derive(Default)]
-struct FdEntry {
-    reader: Option<Py<Handle>>,
-    writer: Option<Py<Handle>>,
-}
-
-impl FdEntry {
-    fn interest(&self) -> Interest {
-        Interest { read: self.reader.is_some(), write: self.writer.is_some() }
-    }
-}
-
-#[derive(Default)]
-struct LoopState {
-    ready: ReadyQueue<Py<Handle>>,
-    timers: TimerHeap<TimerRef>,
+pub(crate) struct LoopState {
+    pub(crate) ready: ReadyQueue<Py<Handle>>,
+    pub(crate) timers: TimerHeap<TimerRef>,
     /// `None` once the loop is closed (the epoll fd and the waker's eventfd are then closed).
-    poller: Option<Arc<Poller>>,
+    pub(crate) poller: Option<Arc<Poller>>,
     /// Watched fds. An fd is registered in epoll exactly when it has an entry here.
-    fds: HashMap<RawFd, FdEntry>,
-    times: TimeStats,
-}
-
-/// Counters for `loop.stats()`; cheap enough to be always on.
-///
-/// Only the thread running the loop (holding the GIL) increments them, so an increment is a
-/// plain load and store ([`bump`]), not a locked read-modify-write; atomics only make them `Sync`.
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub(crate) turns: AtomicU64,
-    pub(crate) callbacks: AtomicU64,
-}
-
-/// Increments a counter that has a single writer.
-#[inline]
-fn bump(c: &AtomicU64) {
-    if cfg!(feature = "diagnostics") {
-        c.store(c.load(Relaxed).wrapping_add(1), Relaxed);
-    }
-}
-
-/// Where the loop's time goes, for `loop.stats()`. Measured with at most one clock read per turn
-/// beyond those the turn needs anyway (the read before a wait that may block, which costs nothing
-/// next to the syscall).
-#[derive(Default, Clone, Copy)]
-struct TimeStats {
-    /// Seconds spent running, over every `run_forever`, up to the start of the current run.
-    run_total: f64,
-    /// Start of the current run, if one is in progress.
-    run_started: Option<f64>,
-    /// Seconds spent waiting in epoll (blocking waits only; a zero-timeout poll counts as busy).
-    idle: f64,
-    /// Longest time the loop went without returning to its poll: one turn's callbacks, timers
-    /// and bookkeeping.
-    longest_stall: f64,
-    /// When the previous turn finished polling (the start of its busy part).
-    busy_since: Option<f64>,
-}
-
-impl TimeStats {
-    /// The turn is about to wait, possibly blocking: the busy stretch ends here.
-    #[inline]
-    fn end_busy(&mut self, now: f64) {
-        if let Some(t) = self.busy_since.take() {
-            self.longest_stall = self.longest_stall.max(now - t);
-        }
-    }
+    pub(crate) fds: HashMap<RawFd, FdEntry>,
+    pub(crate) times: TimeStats,
 }
 
 /// The native base class of `ferroloop.Loop`.
 #[pyclass(subclass, frozen, module = "ferroloop._native", name = "LoopCore")]
 pub struct LoopCore {
-    st: GilCell<LoopState>,
+    pub(crate) st: GilCell<LoopState>,
     /// The wait's event buffer. Only the thread running the loop locks it (uncontended); it is a
     /// mutex so that it can be used with the GIL released.
-    events: Mutex<Events>,
+    pub(crate) events: Mutex<Events>,
     /// Wakes the poller from any thread (`call_soon_threadsafe`). Kept outside `st` so that waking
     /// needs no borrow; it is `None` after close.
-    waker: GilCell<Option<Waker>>,
+    pub(crate) waker: GilCell<Option<Waker>>,
     /// `stop()` was called: the loop finishes the current turn and `run_forever` returns.
-    stopping: AtomicBool,
-    closed: AtomicBool,
-    debug: AtomicBool,
+    pub(crate) stopping: AtomicBool,
+    pub(crate) closed: AtomicBool,
+    pub(crate) debug: AtomicBool,
     /// `loop.set_task_factory()`'s factory; `None` for the default (`asyncio.Task`).
-    task_factory: GilCell<Option<Py<PyAny>>>,
+    pub(crate) task_factory: GilCell<Option<Py<PyAny>>>,
     /// `time.get_clock_info('monotonic').resolution`: timers due within it of now run now.
-    clock_resolution: f64,
+    pub(crate) clock_resolution: f64,
     pub(crate) counters: Counters,
 }
 
@@ -167,7 +101,13 @@ impl LoopCore {
             Some(c) if !c.is_none() => c.unbind(),
             _ => copy_context(py)?,
         };
-        Ok(Handle::new(slf.clone().into_any().unbind(), callback.unbind(), args.unbind(), context, when))
+        Ok(Handle::new(
+            slf.clone().into_any().unbind(),
+            callback.unbind(),
+            args.unbind(),
+            context,
+            when,
+        ))
     }
 
     /// The debug-mode checks of `call_soon` & co (thread, callback type): in Python, off the hot
@@ -178,7 +118,10 @@ impl LoopCore {
         method: &str,
         check_thread: bool,
     ) -> PyResult<()> {
-        slf.call_method1(intern!(slf.py(), "_debug_check_call"), (callback, method, check_thread))?;
+        slf.call_method1(
+            intern!(slf.py(), "_debug_check_call"),
+            (callback, method, check_thread),
+        )?;
         Ok(())
     }
 
@@ -221,7 +164,10 @@ impl LoopCore {
         }
         let handle = Self::new_handle(slf, callback, args, context, when)?;
         handle.scheduled.store(true, Relaxed);
-        let timer = Py::new(py, PyClassInitializer::from(handle).add_subclass(TimerHandle))?;
+        let timer = Py::new(
+            py,
+            PyClassInitializer::from(handle).add_subclass(TimerHandle),
+        )?;
         let base: Py<Handle> = timer.bind(py).as_super().clone().unbind();
         if debug {
             slf.call_method1(intern!(py, "_debug_set_traceback"), (&timer,))?;
@@ -229,212 +175,10 @@ impl LoopCore {
         this.st.borrow_mut(py).timers.push(when, TimerRef(base));
         Ok(timer)
     }
-
-    /// One turn of the loop (see the module comment).
-    fn run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let this = slf.get();
-        bump(&this.counters.turns);
-
-        // 1. Timeout, with cancelled timers dropped first. What is removed is dropped after the
-        //    borrow ends: dropping a Python object can run code that schedules callbacks.
-        let mut removed = Vec::new();
-        let (timeout, poller) = {
-            let mut st = this.st.borrow_mut(py);
-            st.timers.purge_cancelled(&mut removed);
-            let timeout = if !st.ready.is_empty() || this.stopping.load(Relaxed) {
-                Some(Duration::ZERO)
-            } else if let Some(when) = st.timers.next_deadline() {
-                let secs = (when - clock::monotonic()).clamp(0.0, MAXIMUM_SELECT_TIMEOUT);
-                Some(Duration::from_secs_f64(secs))
-            } else {
-                None
-            };
-            // A turn that must not block and has no fd to poll skips the syscall: wake-ups from
-            // other threads put their callback in the ready queue themselves (under the GIL).
-            let poll = timeout != Some(Duration::ZERO) || !st.fds.is_empty();
-            (timeout, if poll { st.poller.clone() } else { None })
-        };
-        drop(removed);
-
-        // 2. Wait for I/O, then 3a. queue the handles of ready fds.
-        if let Some(poller) = poller {
-            let mut guard = this.events.lock().unwrap_or_else(|e| e.into_inner());
-            let events: &mut Events = &mut guard;
-            let res = if timeout == Some(Duration::ZERO) {
-                poller.wait(events, timeout)
-            } else {
-                let before = if cfg!(feature = "diagnostics") {
-                    let t = clock::monotonic();
-                    this.st.borrow_mut(py).times.end_busy(t);
-                    Some(t)
-                } else {
-                    None
-                };
-                let r = py.detach(|| poller.wait(events, timeout));
-                if let Some(before) = before {
-                    this.st.borrow_mut(py).times.idle += clock::monotonic() - before;
-                }
-                r
-            };
-            match res {
-                Ok(()) => {}
-                // A signal ended the wait: run its Python handler now (Ctrl-C raises here).
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => py.check_signals()?,
-                Err(e) => return Err(PyOSError::new_err(e.to_string())),
-            }
-            let mut stale: Vec<(RawFd, bool)> = Vec::new();
-            {
-                let mut st = this.st.borrow_mut(py);
-                let LoopState { ready, fds, .. } = &mut *st;
-                poller.drain(events, |r| {
-                    let fd = r.token as RawFd;
-                    let Some(entry) = fds.get(&fd) else { return };
-                    for (hit, handle, is_reader) in
-                        [(r.read, &entry.reader, true), (r.write, &entry.writer, false)]
-                    {
-                        if let (true, Some(h)) = (hit, handle) {
-                            if h.get().is_cancelled() {
-                                stale.push((fd, is_reader));
-                            } else {
-                                ready.push(h.clone_ref(py));
-                            }
-                        }
-                    }
-                });
-            }
-            drop(guard);
-            // A reader/writer handle cancelled directly is unregistered when its fd fires
-            // (selector_events._process_events).
-            for (fd, is_reader) in stale {
-                Self::remove_fd_callback(slf, fd, is_reader)?;
-            }
-        }
-
-        // 3b. Queue the due timers.
-        {
-            let mut st = this.st.borrow_mut(py);
-            let LoopState { ready, timers, times, .. } = &mut *st;
-            let now = clock::monotonic();
-            if cfg!(feature = "diagnostics") {
-                // A turn that did not block: its busy stretch runs on through this poll.
-                times.end_busy(now);
-                times.busy_since = Some(now);
-            }
-            let end = now + this.clock_resolution;
-            timers.pop_due(end, |t| ready.push(t.0));
-        }
-
-        // 4. Run what is ready now; callbacks scheduled meanwhile wait for the next turn.
-        let n = this.st.borrow(py).ready.turn_len();
-        let debug = this.debug();
-        for _ in 0..n {
-            let Some(handle) = this.st.borrow_mut(py).ready.pop() else { break };
-            let h = handle.bind(py);
-            if h.get().is_cancelled() {
-                continue;
-            }
-            bump(&this.counters.callbacks);
-            if debug {
-                slf.call_method1(intern!(py, "_run_handle_debug"), (h,))?;
-            } else {
-                Handle::run(h)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Registers `handle` as the reader (or writer) of `fd`, replacing and cancelling any previous
-    /// one (selector_events._add_reader).
-    fn set_fd_callback(
-        slf: &Bound<'_, Self>,
-        fd: RawFd,
-        handle: Py<Handle>,
-        is_reader: bool,
-    ) -> PyResult<()> {
-        let py = slf.py();
-        let this = slf.get();
-        let old = {
-            let mut st = this.st.borrow_mut(py);
-            let poller = st.poller.clone().ok_or_else(|| PyRuntimeError::new_err("Event loop is closed"))?;
-            let existed = st.fds.contains_key(&fd);
-            let entry = st.fds.entry(fd).or_default();
-            let slot = if is_reader { &mut entry.reader } else { &mut entry.writer };
-            let old = slot.replace(handle);
-            let interest = entry.interest();
-            let res = if existed {
-                poller.modify(fd, fd as u64, interest).or_else(|e| {
-                    // The fd was closed and its number reused: epoll forgot it.
-                    if e.raw_os_error() == Some(rustix::io::Errno::NOENT.raw_os_error()) {
-                        poller.add(fd, fd as u64, interest)
-                    } else {
-                        Err(e)
-                    }
-                })
-            } else {
-                poller.add(fd, fd as u64, interest)
-            };
-            if let Err(e) = res {
-                // Undo, so that the table keeps matching what epoll watches.
-                let entry = st.fds.get_mut(&fd).expect("inserted above");
-                let slot = if is_reader { &mut entry.reader } else { &mut entry.writer };
-                let new = std::mem::replace(slot, old);
-                if !existed {
-                    let gone = st.fds.remove(&fd);
-                    drop(st);
-                    drop((new, gone));
-                } else {
-                    drop(st);
-                    drop(new);
-                }
-                return Err(os_error(e));
-            }
-            old
-        };
-        if let Some(old) = old {
-            Handle::cancel_handle(old.bind(py))?;
-        }
-        Ok(())
-    }
-
-    /// Unregisters the reader (or writer) of `fd` and cancels it; false when there was none.
-    fn remove_fd_callback(slf: &Bound<'_, Self>, fd: RawFd, is_reader: bool) -> PyResult<bool> {
-        let py = slf.py();
-        let this = slf.get();
-        let (old, gone) = {
-            let mut st = this.st.borrow_mut(py);
-            let poller = st.poller.clone();
-            let Some(entry) = st.fds.get_mut(&fd) else { return Ok(false) };
-            let slot = if is_reader { &mut entry.reader } else { &mut entry.writer };
-            let Some(old) = slot.take() else { return Ok(false) };
-            let interest = entry.interest();
-            let mut gone = None;
-            if let Some(poller) = poller {
-                if interest.is_empty() {
-                    gone = st.fds.remove(&fd);
-                    // The fd may be closed already (then the kernel dropped it): not an error,
-                    // as in selectors.EpollSelector.unregister.
-                    let _ = poller.delete(fd);
-                } else if let Err(e) = poller.modify(fd, fd as u64, interest) {
-                    if e.raw_os_error() != Some(rustix::io::Errno::NOENT.raw_os_error())
-                        && e.raw_os_error() != Some(rustix::io::Errno::BADF.raw_os_error())
-                    {
-                        drop(st);
-                        Handle::cancel_handle(old.bind(py))?;
-                        return Err(os_error(e));
-                    }
-                }
-            }
-            (old, gone)
-        };
-        drop(gone);
-        Handle::cancel_handle(old.bind(py))?;
-        Ok(true)
-    }
 }
 
 /// `cls(*args, **{names[i]: kw[i]})` through vectorcall: no argument tuple or keyword dict.
-fn vectorcall_kw<'py>(
+pub(crate) fn vectorcall_kw<'py>(
     cls: &Bound<'py, PyAny>,
     args: &[&Bound<'py, PyAny>],
     kwnames: &Bound<'py, PyTuple>,
@@ -450,25 +194,23 @@ fn vectorcall_kw<'py>(
     // a tuple of str with exactly `kw.len()` items, and the result is a new reference or NULL
     // with an exception set, which `from_owned_ptr_or_err` handles.
     unsafe {
-        let r = ffi::PyObject_Vectorcall(
-            cls.as_ptr(),
-            stack.as_ptr(),
-            args.len(),
-            kwnames.as_ptr(),
-        );
+        let r =
+            ffi::PyObject_Vectorcall(cls.as_ptr(), stack.as_ptr(), args.len(), kwnames.as_ptr());
         Bound::from_owned_ptr_or_err(py, r)
     }
 }
 
-fn os_error(e: io::Error) -> PyErr {
+pub(crate) fn os_error(e: io::Error) -> PyErr {
     match e.raw_os_error() {
-        Some(code) => PyOSError::new_err((code, rustix::io::Errno::from_raw_os_error(code).to_string())),
+        Some(code) => {
+            PyOSError::new_err((code, rustix::io::Errno::from_raw_os_error(code).to_string()))
+        }
         None => PyOSError::new_err(e.to_string()),
     }
 }
 
 /// `contextvars.copy_context()`.
-fn copy_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
+pub(crate) fn copy_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
     // SAFETY: called with the GIL held (we have `py`); PyContext_CopyCurrent returns a new
     // reference or NULL with an exception set, which `from_owned_ptr_or_err` turns into an error.
     unsafe { Ok(Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent())?.unbind()) }
@@ -485,7 +227,10 @@ impl LoopCore {
         let poller = Poller::new().map_err(os_error)?;
         let waker = poller.waker();
         Ok(LoopCore {
-            st: GilCell::new(LoopState { poller: Some(Arc::new(poller)), ..Default::default() }),
+            st: GilCell::new(LoopState {
+                poller: Some(Arc::new(poller)),
+                ..Default::default()
+            }),
             events: Mutex::new(Events::new()),
             waker: GilCell::new(Some(waker)),
             stopping: AtomicBool::new(false),
@@ -523,7 +268,11 @@ impl LoopCore {
         Python::attach(|py| {
             let taken = {
                 let mut st = self.st.borrow_mut(py);
-                (st.ready.take_all(), st.timers.take_all(), std::mem::take(&mut st.fds))
+                (
+                    st.ready.take_all(),
+                    st.timers.take_all(),
+                    std::mem::take(&mut st.fds),
+                )
             };
             let factory = self.task_factory.borrow_mut(py).take();
             drop((taken, factory));
@@ -552,7 +301,8 @@ impl LoopCore {
         args: Bound<'_, PyTuple>,
         context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<Handle>> {
-        let handle = Self::schedule_soon(slf, callback, args, context, "call_soon_threadsafe", false)?;
+        let handle =
+            Self::schedule_soon(slf, callback, args, context, "call_soon_threadsafe", false)?;
         Self::_write_to_self(slf);
         Ok(handle)
     }
@@ -649,7 +399,10 @@ impl LoopCore {
         let name = intern!(py, "_run_once");
         let native = py.get_type::<LoopCore>().getattr(name)?;
         let in_instance = match slf.getattr(intern!(py, "__dict__")) {
-            Ok(d) => d.cast::<pyo3::types::PyDict>().map(|d| d.contains(name)).unwrap_or(Ok(false))?,
+            Ok(d) => d
+                .cast::<pyo3::types::PyDict>()
+                .map(|d| d.contains(name))
+                .unwrap_or(Ok(false))?,
             Err(_) => false,
         };
         let replaced = in_instance || !slf.get_type().getattr(name)?.is(&native);
@@ -659,7 +412,11 @@ impl LoopCore {
             st.times.busy_since = None;
         }
         let res = loop {
-            let turn = if replaced { slf.call_method0(name).map(drop) } else { Self::run_once(slf) };
+            let turn = if replaced {
+                slf.call_method0(name).map(drop)
+            } else {
+                Self::run_once(slf)
+            };
             if let Err(e) = turn {
                 break Err(e);
             }
@@ -762,7 +519,9 @@ impl LoopCore {
     /// `asyncio.futures` at each call, as the stdlib does, so patching it still works.
     fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
-        let cls = py.import(intern!(py, "asyncio.futures"))?.getattr(intern!(py, "Future"))?;
+        let cls = py
+            .import(intern!(py, "asyncio.futures"))?
+            .getattr(intern!(py, "Future"))?;
         let names = PyTuple::new(py, [intern!(py, "loop")])?;
         vectorcall_kw(&cls, &[], &names, &[slf.as_any()])
     }
@@ -786,15 +545,27 @@ impl LoopCore {
             return slf.call_method(intern!(py, "_create_task_py"), (coro,), Some(&kwargs));
         }
         this.check_closed()?;
-        let cls = py.import(intern!(py, "asyncio.tasks"))?.getattr(intern!(py, "Task"))?;
+        let cls = py
+            .import(intern!(py, "asyncio.tasks"))?
+            .getattr(intern!(py, "Task"))?;
         let none = py.None().into_bound(py);
-        let names =
-            PyTuple::new(py, [intern!(py, "loop"), intern!(py, "name"), intern!(py, "context")])?;
+        let names = PyTuple::new(
+            py,
+            [
+                intern!(py, "loop"),
+                intern!(py, "name"),
+                intern!(py, "context"),
+            ],
+        )?;
         vectorcall_kw(
             &cls,
             &[coro],
             &names,
-            &[slf.as_any(), name.unwrap_or(&none), context.unwrap_or(&none)],
+            &[
+                slf.as_any(),
+                name.unwrap_or(&none),
+                context.unwrap_or(&none),
+            ],
         )
     }
 
@@ -802,7 +573,10 @@ impl LoopCore {
     /// dictionary lookup).
     #[getter]
     fn _task_factory(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.task_factory.borrow(py).as_ref().map(|f| f.clone_ref(py))
+        self.task_factory
+            .borrow(py)
+            .as_ref()
+            .map(|f| f.clone_ref(py))
     }
 
     #[setter(_task_factory)]
@@ -819,7 +593,10 @@ impl LoopCore {
     /// timers in the heap, cancelled timers in the heap, watched fds, seconds running, seconds
     /// idle in epoll, longest stall in seconds. Without the `diagnostics` feature the counters and
     /// times read zero.
-    fn _native_stats(&self, py: Python<'_>) -> (u64, u64, usize, usize, usize, usize, f64, f64, f64) {
+    fn _native_stats(
+        &self,
+        py: Python<'_>,
+    ) -> (u64, u64, usize, usize, usize, usize, f64, f64, f64) {
         let st = self.st.borrow(py);
         let t = st.times;
         let now = clock::monotonic();

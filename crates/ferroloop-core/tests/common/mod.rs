@@ -58,7 +58,11 @@ pub fn cancel(heap: &mut TimerHeap<Item>, handle: &Handle) {
 /// `pop_due` hands cancelled entries over too, and the caller skips them (as CPython's
 /// `_run_once` skips cancelled handles it moved to the ready queue).
 pub fn pop_ids(heap: &mut TimerHeap<Item>, end: f64) -> Vec<u32> {
-    pop_raw(heap, end).into_iter().filter(|it| !it.cancelled.get()).map(|it| it.id).collect()
+    pop_raw(heap, end)
+        .into_iter()
+        .filter(|it| !it.cancelled.get())
+        .map(|it| it.id)
+        .collect()
 }
 
 /// Pops everything due before `end`, cancelled entries included, in pop order.
