@@ -7,10 +7,11 @@ VENV    ?= .venv
 VPY     := $(VENV)/bin/python
 PROFILE ?= release
 STAMP   := $(VENV)/.deps-stamp
+DOWNSTREAM_STAMP := $(VENV)/.downstream-stamp
 CARGO_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help run venv build test test-rust test-py conformance conformance-all bench lint clean
+.PHONY: help run venv build test test-rust test-py test-downstream conformance conformance-all bench lint clean
 
 help: ## list the commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -19,6 +20,11 @@ $(STAMP): requirements-dev.txt
 	@test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 	@touch $(STAMP)
+
+# The real projects tests/downstream runs on ferroloop (aiohttp, uvicorn, httpx), wheels only.
+$(DOWNSTREAM_STAMP): $(STAMP) requirements-downstream.txt
+	$(VPY) -m pip install -q --disable-pip-version-check --only-binary=:all: -r requirements-downstream.txt
+	@touch $(DOWNSTREAM_STAMP)
 
 venv: $(STAMP) ## create the virtualenv and install the tools (maturin, pytest, uvloop for the bench)
 
@@ -29,13 +35,16 @@ build: $(STAMP) ## build ferroloop's native module into the virtualenv (PROFILE=
 run: build ## the main job: an asyncio program running on ferroloop
 	$(VPY) examples/hello.py
 
-test: test-rust test-py conformance ## every test: cargo tests of the core, pytest, CPython's suite on ferroloop
+test: test-rust test-py test-downstream conformance ## every test: cargo tests of the core, pytest, real projects, CPython's suite on ferroloop
 
 test-rust: ## cargo tests of the pure-Rust core (no Python)
 	cargo test -q -p ferroloop-core
 
 test-py: build ## pytest: the Python surface, on the stock loop and on ferroloop
 	$(VPY) -m pytest -q tests
+
+test-downstream: build $(DOWNSTREAM_STAMP) ## real projects on both loops over loopback: aiohttp server+client, uvicorn+httpx
+	$(VPY) -m pytest -q tests/downstream
 
 conformance: build ## CPython's test_asyncio with ferroloop underneath (exits non-zero on a regression)
 	$(VPY) tests/conformance/run.py
@@ -54,3 +63,22 @@ lint: ## rustfmt and clippy
 
 clean: ## remove build outputs and virtualenvs
 	rm -rf target .venv .venv-3.*
+
+# A build without the `diagnostics` cargo feature, for bench-diag only. Installed as a wheel (not
+# `maturin develop`, which copies the native module into python/ferroloop/ and so would replace
+# .venv's), built in its own target directory so it never invalidates the default build.
+NODIAG     ?= .venv-nodiag
+NODIAG_SRC := $(shell find crates python/ferroloop -name '*.rs' -o -name '*.py' -o -name Cargo.toml) Cargo.toml Cargo.lock pyproject.toml
+
+$(NODIAG)/.nodiag-stamp: $(STAMP) $(NODIAG_SRC)
+	@test -x $(NODIAG)/bin/python || $(PY) -m venv $(NODIAG)
+	@touch $@.new  # dated before the build: a source edited during the build makes the next run rebuild
+	rm -rf target/wheels-nodiag
+	CARGO_TARGET_DIR=target/nodiag $(VENV)/bin/maturin build -q --profile $(PROFILE) --no-default-features \
+	  -i $(NODIAG)/bin/python -o target/wheels-nodiag
+	$(NODIAG)/bin/python -m pip install -q --disable-pip-version-check --no-deps --force-reinstall target/wheels-nodiag/*.whl
+	@mv $@.new $@
+
+.PHONY: bench-diag
+bench-diag: build $(NODIAG)/.nodiag-stamp ## cost of the diagnostics: compiled out vs debug off vs debug on
+	$(VPY) bench/diag_overhead.py --markdown
