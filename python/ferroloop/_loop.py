@@ -19,7 +19,7 @@ import weakref
 from asyncio import base_events, coroutines, events, format_helpers, unix_events
 from asyncio.log import logger
 
-from . import _diagnostics, _native
+from . import _diagnostics, _native, _resolve
 from ._net import NetworkingMixin
 
 __all__ = ["Loop"]
@@ -270,11 +270,12 @@ class Loop(_native.LoopCore, NetworkingMixin, asyncio.AbstractEventLoop):
         _check_default_executor = _borrow(_Base, "_check_default_executor")
 
     # ----------------------------------------------------------------------------------------
-    # Name resolution (off the loop thread, in the default executor)
+    # Name resolution: in the default executor (the stdlib's code), except numeric hosts, which
+    # are answered on the loop thread (_resolve.py)
 
     _getaddrinfo_debug = _borrow(_Base, "_getaddrinfo_debug")
-    getaddrinfo = _borrow(_Base, "getaddrinfo")
-    getnameinfo = _borrow(_Base, "getnameinfo")
+    getaddrinfo = _resolve.getaddrinfo
+    getnameinfo = _resolve.getnameinfo
 
     # ----------------------------------------------------------------------------------------
     # Watching file descriptors
