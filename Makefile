@@ -82,3 +82,12 @@ $(NODIAG)/.nodiag-stamp: $(STAMP) $(NODIAG_SRC)
 .PHONY: bench-diag
 bench-diag: build $(NODIAG)/.nodiag-stamp ## cost of the diagnostics: compiled out vs debug off vs debug on
 	$(VPY) bench/diag_overhead.py --markdown
+
+.PHONY: bench-net
+bench-net: build ## network benchmarks: echo (sock/streams/Protocol, TCP/Unix) and uvicorn HTTP, vs a Rust ceiling
+	$(VPY) -m pip install -q --disable-pip-version-check -r bench/net/requirements.txt
+	@command -v wrk >/dev/null || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get install -y -qq wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }; \
+	  else echo "wrk not found (apt-get install -y wrk): the HTTP benchmark will be skipped"; fi; }
+	cargo build --release -q --manifest-path bench/loadgen/Cargo.toml
+	$(VPY) bench/net/run.py $(ARGS)
