@@ -3,13 +3,15 @@ awaited, lost tasks, keep_tasks, the nested-run message, loop.stats() and the ex
 
 Each mistake is a small program in tests/diag_programs/ run in a fresh interpreter:
 
-    python prog.py [--debug] [--stock]          --debug: ferroloop.run(main(), debug=True)
+    python prog.py [--debug] [--asyncio-run]    --debug: ferroloop.run(main(), debug=True)
     python -m ferroloop [--debug] prog.py       debug from the launcher
     PYTHONASYNCIODEBUG=1 python prog.py         debug from the environment
 
-``--stock`` runs the same program on asyncio.run() (the stock loop): with debug off, ferroloop
-must print exactly what the stock loop prints. Expected lines are never hard-coded: each program
-marks its lines with a comment (``# BLOCK``, ``# CREATE``, ...) and the tests look them up.
+``--asyncio-run`` makes the program call asyncio.run() instead of ferroloop.run(): run directly,
+that is the stock loop, the oracle for debug mode off (ferroloop must then print exactly what the
+stock loop prints); under ``python -m ferroloop`` it is an unmodified asyncio program on
+ferroloop. Expected lines are never hard-coded: each program marks its lines with a comment
+(``# BLOCK``, ``# CREATE``, ...) and the tests look them up.
 """
 
 import asyncio
@@ -40,7 +42,6 @@ FERRO_PHRASES = (
     "task still pending when run() finished",
     "ferroloop debug summary",
 )
-PROGRAMS = sorted(p.name for p in PROGS.glob("[!_]*.py"))
 
 
 # ------------------------------------------------------------------------------------- helpers
@@ -71,22 +72,36 @@ def stack_mentions(prog, tag):
     return rf"{re.escape(prog)}(?:\", line |:){marker(prog, tag)[0]}\b"
 
 
+LOGGED = """
+import logging, runpy, sys
+logging.basicConfig(format="LOG %(name)s %(levelname)s: %(message)s")
+sys.argv = sys.argv[1:]
+sys.path[0] = __import__("os").path.dirname(sys.argv[0])
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
 def launch(prog, *args, how="direct", debug=False, stock=False, env=None):
-    """Run a diagnostics program; ``how``: "direct" (python prog.py [--debug]), "main"
-    (python -m ferroloop [--debug] prog.py) or "env" (PYTHONASYNCIODEBUG=1 python prog.py)."""
+    """Run a diagnostics program (``stock``: with --asyncio-run). ``how``: "direct" (python
+    prog.py [--debug]), "main" (python -m ferroloop [--debug] prog.py), "env"
+    (PYTHONASYNCIODEBUG=1 python prog.py) or "logged" (python prog.py --debug, with logging
+    configured to prefix each record with "LOG <logger> <LEVEL>: ")."""
     path = str(PROGS / prog)
     extra = dict(env or {})
     if how == "direct":
         cmd = [sys.executable, path] + (["--debug"] if debug else [])
     elif how == "main":
         cmd = [sys.executable, "-m", "ferroloop"] + (["--debug"] if debug else []) + [path]
+    elif how == "logged":  # debug on, every log record prefixed with its logger and level
+        assert debug
+        cmd = [sys.executable, "-c", LOGGED, path, "--debug"]
     elif how == "env":
         assert debug
         cmd = [sys.executable, path]
         extra["PYTHONASYNCIODEBUG"] = "1"
     else:
         raise ValueError(how)
-    cmd += (["--stock"] if stock else []) + list(args)
+    cmd += (["--asyncio-run"] if stock else []) + list(args)
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT,
                              env=child_env(**extra), cwd=PROGS)
@@ -220,10 +235,31 @@ def test_ferroloop_blocked_loop_debug_from_main_with_summary():
     assert re.search(where("block_sleep.py", "BLOCK"), text), \
         f"the summary does not give where the loop blocked ({where('block_sleep.py', 'BLOCK')})" \
         + show(res)
-    assert re.search(r"\b1\b", text), "the summary does not count 1 stall" + show(res)
+    assert any(re.search(r"block|stall", x) and re.search(r"(?<![\d.:])1(?![\d.])", x)
+               for x in summary), "the summary does not count 1 stall" + show(res)
     durations = [float(x) for x in re.findall(r"(\d+\.\d+) ?s\b", text)]
     assert durations and max(durations) >= 0.25, \
         f"the summary gives no longest stall >= 0.25 s (durations found: {durations})" + show(res)
+
+
+@pytest.mark.parametrize("prog", ["block_sleep.py", "pending_at_exit.py"])
+def test_ferroloop_main_debug_unmodified_program(prog):
+    """python -m ferroloop --debug on a program that calls asyncio.run() (not ferroloop.run())."""
+    res = check_ok(launch(prog, how="main", debug=True, stock=True))
+    text = "\n".join(check_summary(res))
+    if prog == "block_sleep.py":
+        check_blocked_report(res, prog)
+        assert re.search(where(prog, "BLOCK"), text), show(res)
+    else:
+        assert "heartbeat" in text, \
+            "the summary does not list the task asyncio.run() cancelled at exit" + show(res)
+
+
+def test_ferroloop_main_debug_summary_when_program_fails():
+    res = launch("nested_run.py", how="main", debug=True)
+    assert res.returncode == 1, "the program's failure must keep its exit status" + show(res)
+    assert "RuntimeError: asyncio.run() cannot be called" in res.stderr, show(res)
+    assert res.stderr.count("ferroloop debug summary:") == 1, show(res)
 
 
 @pytest.mark.parametrize("prog", sorted(BLOCKERS))
@@ -264,6 +300,34 @@ def test_ferroloop_stall_threshold_settable(ferroloop_mod, caplog):
     assert "by callback" in during[0] and "sleep" in during[0], during[0]
 
 
+def test_ferroloop_two_stalls_two_reports(ferroloop_mod, caplog):
+    """Two slow callbacks in consecutive turns (the loop polls in between): two stalls."""
+    loop = ferroloop_mod.new_event_loop()
+
+    def second():
+        time.sleep(0.12)
+        loop.stop()
+
+    def first():
+        time.sleep(0.12)
+        loop.call_soon(second)
+
+    try:
+        loop.set_debug(True)
+        loop.slow_callback_duration = 10
+        loop.stall_threshold = 0.05
+        caplog.set_level(logging.WARNING, logger="ferroloop")
+        loop.call_soon(first)
+        loop.run_forever()
+    finally:
+        loop.close()
+    msgs = [r.getMessage() for r in caplog.records if r.name == "ferroloop"]
+    during = [m.splitlines()[0] for m in msgs if m.startswith("the event loop has been blocked")]
+    after = [m.splitlines()[0] for m in msgs if m.startswith("the event loop was blocked")]
+    assert len(during) == 2 and len(after) == 2, msgs
+    assert "first" in during[0] and "second" in during[1], during
+
+
 def test_ferroloop_stall_under_threshold_not_reported(ferroloop_mod, caplog):
     records = _block_in_process(ferroloop_mod, caplog, 0.5, 0.15)
     assert not records, [r.getMessage() for r in records]
@@ -275,7 +339,8 @@ def test_ferroloop_stall_under_threshold_not_reported(ferroloop_mod, caplog):
 @pytest.mark.parametrize("how", ["direct", "env", "main"])
 def test_ferroloop_never_awaited_reported(how):
     res = check_ok(launch("never_awaited.py", how=how, debug=True))
-    pat = rf"coroutine 'save' was never awaited \(created at {where('never_awaited.py', 'NEVER_AWAITED')} in main\)"
+    origin = where("never_awaited.py", "NEVER_AWAITED")
+    pat = rf"coroutine 'save' was never awaited \(created at {origin} in main\)"
     one_line(res, pat, "never-awaited report")
     # CPython's own warning, with the origin that debug mode tracks.
     assert "RuntimeWarning: coroutine 'save' was never awaited" in res.stderr, show(res)
@@ -284,6 +349,32 @@ def test_ferroloop_never_awaited_reported(how):
         text = "\n".join(check_summary(res))
         assert "save" in text and re.search(where("never_awaited.py", "NEVER_AWAITED"), text), \
             "the summary does not list the never-awaited coroutine with its FILE:LINE" + show(res)
+
+
+async def _dropped():
+    pass
+
+
+def test_ferroloop_never_awaited_reported_only_in_debug_mode(ferroloop_mod, caplog):
+    """In-process: reported while a debug-mode run is on; once it is over, and in a run with
+    debug off, a never-awaited coroutine only gets CPython's warning."""
+    caplog.set_level(logging.WARNING, logger="ferroloop")
+
+    async def main():
+        _dropped()
+
+    with pytest.warns(RuntimeWarning, match="'_dropped' was never awaited"):
+        ferroloop_mod.run(main(), debug=True)
+    msgs = [r.getMessage() for r in caplog.records if r.name == "ferroloop"]
+    assert [m for m in msgs if m.startswith("coroutine '_dropped' was never awaited (created at")
+            and "in main)" in m], msgs
+    caplog.clear()
+    with pytest.warns(RuntimeWarning, match="'_dropped' was never awaited"):
+        ferroloop_mod.run(main())
+    with pytest.warns(RuntimeWarning, match="'_dropped' was never awaited"):
+        _dropped()
+    msgs = [r.getMessage() for r in caplog.records if r.name == "ferroloop"]
+    assert not msgs, f"reports after the debug-mode run ended: {msgs}"
 
 
 # ---------------------------------------------------------------------------------- 3. tasks
@@ -336,6 +427,29 @@ def test_ferroloop_silent_with_debug_off(prog, how):
     assert_no_reports(res)
     assert normalize(res.stderr) == normalize(stock_stderr(prog)), \
         "with debug off, stderr differs from the stock loop's" + show(res)
+
+
+# Every report is one record of the "ferroloop" logger at WARNING (its first line prefixed).
+LOGGED_REPORTS = {
+    "block_sleep.py": ["the event loop has been blocked for ", "the event loop was blocked for "],
+    "never_awaited.py": ["coroutine 'save' was never awaited (created at "],
+    "task_destroyed_pending.py": ["task destroyed while pending: Task 'orphan'"],
+    "task_exception.py": ["task exception was never retrieved: Task 'parser'"],
+    "pending_at_exit.py": ["task still pending when run() finished, cancelled: Task 'heartbeat'"],
+}
+
+
+@pytest.mark.parametrize("prog", sorted(LOGGED_REPORTS))
+def test_ferroloop_reports_are_ferroloop_logger_warnings(prog):
+    res = check_ok(launch(prog, how="logged", debug=True))
+    for start in LOGGED_REPORTS[prog]:
+        hits = [x for x in res.stderr.splitlines() if start in x]
+        assert len(hits) == 1, f"expected one line with {start!r}, got {hits}" + show(res)
+        assert hits[0].startswith("LOG ferroloop WARNING: " + start), \
+            f"not a WARNING record of the 'ferroloop' logger: {hits[0]!r}" + show(res)
+    if prog == "block_sleep.py":  # the evidence belongs to the same record (not a second one)
+        i = next(i for i, x in enumerate(res.stderr.splitlines()) if "has been blocked" in x)
+        assert any("blocking line:" in x for x in body(res, i)), show(res)
 
 
 # ------------------------------------------------------------------------------ keep_tasks
@@ -483,6 +597,25 @@ def test_ferroloop_stats_busy_idle_longest_stall(ferroloop_mod):
         f"wall time of the run {wall:.3f} s"
 
 
+def test_ferroloop_stats_count_only_running_time(ferroloop_mod):
+    """busy + idle covers the runs, not the time between them (the loop is not running)."""
+    loop = ferroloop_mod.new_event_loop()
+    wall = 0.0
+    try:
+        for _ in range(2):
+            t0 = time.perf_counter()
+            loop.run_until_complete(asyncio.sleep(0.1))
+            wall += time.perf_counter() - t0
+            time.sleep(0.15)
+        s = loop.stats()
+    finally:
+        loop.close()
+    assert abs(s["busy"] + s["idle"] - wall) <= 0.02 + 0.05 * wall, \
+        f"busy {s['busy']:.3f} + idle {s['idle']:.3f} s; the two runs took {wall:.3f} s " \
+        f"(0.3 s outside the loop in between)"
+    assert s["longest_stall"] < 0.05, s
+
+
 def test_ferroloop_stats_counts(ferroloop_mod):
     loop = ferroloop_mod.new_event_loop()
     a, b = socket.socketpair()
@@ -532,7 +665,7 @@ def check_summary(res):
     return summary
 
 
-@pytest.mark.parametrize("prog", PROGRAMS)
+@pytest.mark.parametrize("prog", sorted(BLOCKERS) + ["nested_run.py"])  # (others: above)
 def test_ferroloop_main_without_debug_prints_no_summary(prog):
     res = launch(prog, how="main")
     assert res.returncode == (1 if prog == "nested_run.py" else 0), show(res)
