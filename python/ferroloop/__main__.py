@@ -39,23 +39,31 @@ def main(argv=None):
         os.environ["PYTHONASYNCIODEBUG"] = "1"
         _diagnostics.install_process_hooks()
     ferroloop.install()
-    try:
-        if argv[0] == "-m":
-            module = argv[1]
-            sys.argv = [module] + argv[2:]
-            runpy.run_module(module, run_name="__main__", alter_sys=True)
-        else:
-            script = argv[0]
-            sys.argv = argv
-            sys.path[0] = os.path.dirname(os.path.abspath(script))
-            runpy.run_path(script, run_name="__main__")
-    finally:
-        if debug:
-            import gc
+    if debug:
+        import atexit
 
-            gc.collect()  # report coroutines and tasks that only a cycle still held
-            sys.stderr.write(_diagnostics.SUMMARY.format() + "\n")
+        # At exit rather than in a `finally`: the interpreter prints an uncaught exception's
+        # traceback before it runs atexit handlers, so the summary stays the last thing printed.
+        atexit.register(_print_summary)
+    if argv[0] == "-m":
+        module = argv[1]
+        sys.argv = [module] + argv[2:]
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    else:
+        script = argv[0]
+        sys.argv = argv
+        sys.path[0] = os.path.dirname(os.path.abspath(script))
+        runpy.run_path(script, run_name="__main__")
     return 0
+
+
+def _print_summary():
+    import gc
+
+    from ferroloop import _diagnostics
+
+    gc.collect()  # report coroutines and tasks that only a cycle still held
+    sys.stderr.write(_diagnostics.SUMMARY.format() + "\n")
 
 
 if __name__ == "__main__":
