@@ -63,3 +63,66 @@ def test_unclosed_loop_with_pending_callbacks_is_collected(loop_factory):
         gc.collect()
     assert ref() is None
     assert any("unclosed event loop" in str(x.message) for x in w)
+
+
+class _Node:
+    """Schedules itself again and again, so pending handles form cycles with their owners."""
+
+    def __init__(self, loop, budget):
+        self.loop, self.budget, self.h = loop, budget, None
+
+    def step(self, *args):
+        self.budget -= 1
+        if self.budget % 7 == 0:
+            gc.collect(self.budget % 3)  # collections while handles are pending and running
+        if self.budget <= 0:
+            return
+        if self.budget % 2:
+            self.h = self.loop.call_soon(self.step, self)
+        else:
+            self.h = self.loop.call_later(0.0001, self.step)
+            if self.budget % 5 == 0:
+                self.h.cancel()
+
+
+def test_collections_while_handles_pending_free_everything(loop_factory):
+    """Collections run from inside callbacks, with ready, timer and fd handles pending, cancelled
+    and replaced; afterwards every object is freed and nothing crashed (a reference reported
+    twice to the collector would free a live object)."""
+    import socket
+
+    refs = []
+    for close in (True, False):
+        lp = loop_factory()
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        nodes = [_Node(lp, 40) for _ in range(50)]
+        for n in nodes:
+            n.h = lp.call_soon(n.step)
+            refs.append(weakref.ref(n))
+
+        def on_readable():
+            a.recv(100)
+            lp.add_reader(a.fileno(), on_readable)  # replaces (and cancels) the current handle
+
+        lp.add_reader(a.fileno(), on_readable)
+        b.send(b"x" * 50)
+        lp.call_later(0.05, lp.stop)
+        lp.run_forever()
+        lp.remove_reader(a.fileno())
+        a.close()
+        b.close()
+        del nodes, n, on_readable
+        if close:
+            lp.close()
+        else:
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ResourceWarning)
+                del lp
+                gc.collect()
+            continue
+        del lp
+    gc.collect()
+    assert sum(r() is not None for r in refs) == 0

@@ -5,6 +5,7 @@
 //! `selector_events`, replacing or removing a callback cancels the old handle, and a handle
 //! cancelled directly is unregistered when its fd next fires.
 
+use crate::gc;
 use crate::handle::Handle;
 use crate::loop_core::{os_error, LoopCore};
 use ferroloop_core::Interest;
@@ -39,12 +40,15 @@ impl LoopCore {
     ) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
+        // The fd table owns the handle from now on (gc.rs).
+        gc::adopt(handle.bind(py));
         let old = {
             let mut st = this.st.borrow_mut(py);
-            let poller = st
-                .poller
-                .clone()
-                .ok_or_else(|| PyRuntimeError::new_err("Event loop is closed"))?;
+            let Some(poller) = st.poller.clone() else {
+                drop(st);
+                gc::release(handle.bind(py));
+                return Err(PyRuntimeError::new_err("Event loop is closed"));
+            };
             let existed = st.fds.contains_key(&fd);
             let entry = st.fds.entry(fd).or_default();
             let slot = if is_reader {
@@ -75,19 +79,18 @@ impl LoopCore {
                     &mut entry.writer
                 };
                 let new = std::mem::replace(slot, old);
-                if !existed {
-                    let gone = st.fds.remove(&fd);
-                    drop(st);
-                    drop((new, gone));
-                } else {
-                    drop(st);
-                    drop(new);
+                let gone = if existed { None } else { st.fds.remove(&fd) };
+                drop(st);
+                if let Some(new) = &new {
+                    gc::release(new.bind(py));
                 }
+                drop((new, gone));
                 return Err(os_error(e));
             }
             old
         };
         if let Some(old) = old {
+            gc::release(old.bind(py));
             Handle::cancel_handle(old.bind(py))?;
         }
         Ok(())
@@ -128,6 +131,7 @@ impl LoopCore {
                         && e.raw_os_error() != Some(rustix::io::Errno::BADF.raw_os_error())
                     {
                         drop(st);
+                        gc::release(old.bind(py));
                         Handle::cancel_handle(old.bind(py))?;
                         return Err(os_error(e));
                     }
@@ -136,6 +140,7 @@ impl LoopCore {
             (old, gone)
         };
         drop(gone);
+        gc::release(old.bind(py));
         Handle::cancel_handle(old.bind(py))?;
         Ok(true)
     }

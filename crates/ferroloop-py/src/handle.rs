@@ -31,6 +31,11 @@ pub struct Handle {
     /// A timer is in the loop's heap (CPython's `TimerHandle._scheduled`): only then does its
     /// `cancel()` count towards the heap's cancelled entries.
     pub(crate) scheduled: AtomicBool,
+    /// The loop owns the handle (see `gc.rs`): it is untracked by the collector and the loop's
+    /// `__traverse__` reports its references; the handle's own `__traverse__` reports nothing.
+    pub(crate) loop_owned: AtomicBool,
+    /// An `add_reader`/`add_writer` handle: owned through the fd table, not the ready queue.
+    pub(crate) fd_handle: bool,
     pub(crate) st: GilCell<HandleState>,
 }
 
@@ -56,6 +61,7 @@ impl Handle {
         args: Py<PyTuple>,
         context: Py<PyAny>,
         when: f64,
+        fd_handle: bool,
     ) -> Self {
         Handle {
             loop_,
@@ -63,6 +69,8 @@ impl Handle {
             when,
             cancelled: AtomicBool::new(false),
             scheduled: AtomicBool::new(false),
+            loop_owned: AtomicBool::new(false),
+            fd_handle,
             st: GilCell::new(HandleState {
                 callback: Some(callback),
                 args: Some(args),
@@ -75,6 +83,20 @@ impl Handle {
     #[inline]
     pub(crate) fn is_cancelled(&self) -> bool {
         self.cancelled.load(Relaxed)
+    }
+
+    /// Reports every reference the handle holds to the garbage collector (for its own
+    /// `__traverse__`, or the loop's while the loop owns it).
+    pub(crate) fn visit_contents(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.loop_)?;
+        visit.call(&self.context)?;
+        if let Some(st) = self.st.borrow_for_traverse() {
+            visit.call(&st.callback)?;
+            visit.call(&st.args)?;
+            visit.call(&st.source_traceback)?;
+            visit.call(&st.repr)?;
+        }
+        Ok(())
     }
 
     /// `handle.cancel()`, for the loop's own use.
@@ -210,15 +232,10 @@ impl Handle {
     /// through a handle (a callback that refers to its own handle, a traceback frame that holds
     /// one) are collected as they are with `asyncio.Handle`.
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.loop_)?;
-        visit.call(&self.context)?;
-        if let Some(st) = self.st.borrow_for_traverse() {
-            visit.call(&st.callback)?;
-            visit.call(&st.args)?;
-            visit.call(&st.source_traceback)?;
-            visit.call(&st.repr)?;
+        if self.loop_owned.load(Relaxed) {
+            return Ok(()); // the loop reports them (gc.rs)
         }
-        Ok(())
+        self.visit_contents(&visit)
     }
 
     fn __clear__(&self) {

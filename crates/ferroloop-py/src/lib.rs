@@ -2,6 +2,7 @@
 //! subclasses `LoopCore` into `ferroloop.Loop`.
 
 mod fd_watch;
+mod gc;
 mod gil;
 mod handle;
 mod loop_core;

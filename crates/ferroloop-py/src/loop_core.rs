@@ -7,6 +7,7 @@
 //! handlers, executors, signals) is in `python/ferroloop/_loop.py`, which subclasses this class.
 
 use crate::fd_watch::FdEntry;
+use crate::gc;
 use crate::gil::GilCell;
 use crate::handle::{Handle, TimerHandle};
 use crate::stats::{Counters, TimeStats};
@@ -95,6 +96,7 @@ impl LoopCore {
         args: Bound<'_, PyTuple>,
         context: Option<Bound<'_, PyAny>>,
         when: f64,
+        fd_handle: bool,
     ) -> PyResult<Handle> {
         let py = slf.py();
         let context = match context {
@@ -107,6 +109,7 @@ impl LoopCore {
             args.unbind(),
             context,
             when,
+            fd_handle,
         ))
     }
 
@@ -140,10 +143,14 @@ impl LoopCore {
         if debug {
             Self::debug_check(slf, &callback, method, check_thread)?;
         }
-        let handle = Py::new(py, Self::new_handle(slf, callback, args, context, 0.0)?)?;
+        let handle = Py::new(
+            py,
+            Self::new_handle(slf, callback, args, context, 0.0, false)?,
+        )?;
         if debug {
             slf.call_method1(intern!(py, "_debug_set_traceback"), (&handle,))?;
         }
+        gc::adopt(handle.bind(py));
         this.st.borrow_mut(py).ready.push(handle.clone_ref(py));
         Ok(handle)
     }
@@ -162,7 +169,7 @@ impl LoopCore {
         if debug {
             Self::debug_check(slf, &callback, "call_at", true)?;
         }
-        let handle = Self::new_handle(slf, callback, args, context, when)?;
+        let handle = Self::new_handle(slf, callback, args, context, when, false)?;
         handle.scheduled.store(true, Relaxed);
         let timer = Py::new(
             py,
@@ -172,8 +179,29 @@ impl LoopCore {
         if debug {
             slf.call_method1(intern!(py, "_debug_set_traceback"), (&timer,))?;
         }
+        gc::adopt(base.bind(py));
         this.st.borrow_mut(py).timers.push(when, TimerRef(base));
         Ok(timer)
+    }
+}
+
+/// Gives up the loop's ownership of everything it held (close, clear).
+fn release_all(
+    py: Python<'_>,
+    ready: &std::collections::VecDeque<Py<Handle>>,
+    timers: &[TimerRef],
+    fds: &HashMap<RawFd, FdEntry>,
+) {
+    for h in ready {
+        gc::release(h.bind(py));
+    }
+    for t in timers {
+        gc::release(t.0.bind(py));
+    }
+    for e in fds.values() {
+        for h in [&e.reader, &e.writer].into_iter().flatten() {
+            gc::release(h.bind(py));
+        }
     }
 }
 
@@ -246,16 +274,31 @@ impl LoopCore {
     /// the garbage collector: handles refer back to their loop, so an unclosed loop dropped with
     /// callbacks pending is a cycle that only the collector can free.
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // The loop's own references to its handles, and, for each handle it owns (untracked,
+        // gc.rs), the handle's references, exactly once: fd handles through the fd table only.
         if let Some(st) = self.st.borrow_for_traverse() {
             for h in st.ready.iter() {
                 visit.call(h)?;
+                let hd = h.get();
+                if !hd.fd_handle && hd.loop_owned.load(Relaxed) {
+                    hd.visit_contents(&visit)?;
+                }
             }
             for t in st.timers.iter() {
                 visit.call(&t.0)?;
+                let hd = t.0.get();
+                if hd.loop_owned.load(Relaxed) {
+                    hd.visit_contents(&visit)?;
+                }
             }
             for e in st.fds.values() {
-                visit.call(&e.reader)?;
-                visit.call(&e.writer)?;
+                for h in [&e.reader, &e.writer].into_iter().flatten() {
+                    visit.call(h)?;
+                    let hd = h.get();
+                    if hd.loop_owned.load(Relaxed) {
+                        hd.visit_contents(&visit)?;
+                    }
+                }
             }
         }
         if let Some(f) = self.task_factory.borrow_for_traverse() {
@@ -275,6 +318,7 @@ impl LoopCore {
                 )
             };
             let factory = self.task_factory.borrow_mut(py).take();
+            release_all(py, &taken.0, &taken.1, &taken.2);
             drop((taken, factory));
         });
     }
@@ -460,6 +504,7 @@ impl LoopCore {
         for t in &taken.1 {
             t.set_unscheduled();
         }
+        release_all(py, &taken.0, &taken.1, &taken.2);
         drop((taken, waker));
     }
 
@@ -471,7 +516,10 @@ impl LoopCore {
         args: Bound<'_, PyTuple>,
     ) -> PyResult<Py<Handle>> {
         slf.get().check_closed()?;
-        let handle = Py::new(slf.py(), Self::new_handle(slf, callback, args, None, 0.0)?)?;
+        let handle = Py::new(
+            slf.py(),
+            Self::new_handle(slf, callback, args, None, 0.0, true)?,
+        )?;
         Self::set_fd_callback(slf, fd, handle.clone_ref(slf.py()), true)?;
         Ok(handle)
     }
@@ -484,7 +532,10 @@ impl LoopCore {
         args: Bound<'_, PyTuple>,
     ) -> PyResult<Py<Handle>> {
         slf.get().check_closed()?;
-        let handle = Py::new(slf.py(), Self::new_handle(slf, callback, args, None, 0.0)?)?;
+        let handle = Py::new(
+            slf.py(),
+            Self::new_handle(slf, callback, args, None, 0.0, true)?,
+        )?;
         Self::set_fd_callback(slf, fd, handle.clone_ref(slf.py()), false)?;
         Ok(handle)
     }

@@ -6,6 +6,7 @@
 //! 3. ready fds queue their reader/writer handles; due timers are queued;
 //! 4. run exactly the callbacks that were ready at that point, each in its own context.
 
+use crate::gc;
 use crate::handle::Handle;
 use crate::loop_core::{LoopCore, LoopState, MAXIMUM_SELECT_TIMEOUT};
 use crate::stats::bump;
@@ -44,6 +45,9 @@ impl LoopCore {
             let poll = timeout != Some(Duration::ZERO) || !st.fds.is_empty();
             (timeout, if poll { st.poller.clone() } else { None })
         };
+        for t in &removed {
+            gc::release(t.0.bind(py));
+        }
         drop(removed);
 
         // 2. Wait for I/O, then 3a. queue the handles of ready fds.
@@ -128,15 +132,24 @@ impl LoopCore {
                 break;
             };
             let h = handle.bind(py);
-            if h.get().is_cancelled() {
-                continue;
-            }
-            bump(&this.counters.callbacks);
-            if debug {
-                slf.call_method1(intern!(py, "_run_handle_debug"), (h,))?;
+            let hd = h.get();
+            let res = if hd.is_cancelled() {
+                Ok(())
             } else {
-                Handle::run(h)?;
+                bump(&this.counters.callbacks);
+                if debug {
+                    slf.call_method1(intern!(py, "_run_handle_debug"), (h,))
+                        .map(drop)
+                } else {
+                    Handle::run(h)
+                }
+            };
+            // Out of the queue: a ready or timer handle is the loop's no more (an fd handle stays
+            // owned through the fd table).
+            if !hd.fd_handle {
+                gc::release(h);
             }
+            res?;
         }
         Ok(())
     }
