@@ -1,39 +1,13 @@
 //! `Waker::wake()` from any thread ends the poller's current wait (or its next one), and a burst
 //! of wake-ups is consumed by one turn: no stale wake-up ends a later wait early.
 
-use ferroloop_core::{Events, Poller, Readiness, Waker};
+mod common;
+use common::Waiter;
+use ferroloop_core::{Readiness, Waker};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
-
-/// A poller with its event buffer, as the one waiting thread holds them.
-struct Waiter {
-    poller: Poller,
-    events: Events,
-}
-
-impl Waiter {
-    fn new() -> Self {
-        Self {
-            poller: Poller::new().expect("poller"),
-            events: Events::new(),
-        }
-    }
-    fn wait(&mut self, timeout: Option<Duration>) -> std::io::Result<()> {
-        self.poller.wait(&mut self.events, timeout)
-    }
-    fn drain(&mut self, sink: impl FnMut(Readiness)) {
-        self.poller.drain(&mut self.events, sink)
-    }
-}
-
-impl std::ops::Deref for Waiter {
-    type Target = Poller;
-    fn deref(&self) -> &Poller {
-        &self.poller
-    }
-}
 
 /// Drains the last wait; the waker's own readiness must never reach the caller.
 fn drain(p: &mut Waiter) -> Vec<Readiness> {

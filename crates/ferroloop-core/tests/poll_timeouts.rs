@@ -4,6 +4,8 @@
 //!
 //! Timing checks use generous upper bounds and medians: the CI machine has 2 noisy cores.
 
+mod common;
+use common::Waiter;
 use ferroloop_core::{Events, Interest, Poller, Readiness};
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
@@ -13,34 +15,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
-
-/// A poller with its event buffer, as the one waiting thread holds them.
-struct Waiter {
-    poller: Poller,
-    events: Events,
-}
-
-impl Waiter {
-    fn new() -> Self {
-        Self {
-            poller: Poller::new().expect("poller"),
-            events: Events::new(),
-        }
-    }
-    fn wait(&mut self, timeout: Option<Duration>) -> std::io::Result<()> {
-        self.poller.wait(&mut self.events, timeout)
-    }
-    fn drain(&mut self, sink: impl FnMut(Readiness)) {
-        self.poller.drain(&mut self.events, sink)
-    }
-}
-
-impl std::ops::Deref for Waiter {
-    type Target = Poller;
-    fn deref(&self) -> &Poller {
-        &self.poller
-    }
-}
 
 const READ: Interest = Interest {
     read: true,

@@ -12,13 +12,14 @@ use std::cell::{Ref, RefCell, RefMut};
 #[derive(Default)]
 pub struct GilCell<T>(RefCell<T>);
 
-// SAFETY: every access goes through `borrow`/`borrow_mut`, which require a `Python<'_>` token, so
-// it happens on a thread holding the GIL; with the GIL (the module is declared `gil_used`, so a
-// free-threaded interpreter turns the GIL back on when it imports it)
-// only one such thread runs at a time, and the GIL's release/acquire orders their accesses. A
-// `Ref`/`RefMut` cannot move into `Python::detach` (they are not `Send`), so no access happens
-// with the GIL released; one kept alive across a `detach` in the caller's frame is seen by another
-// thread as borrowed (a panic, never a data race, because the flag is not written meanwhile).
+// Why this holds: every access goes through `borrow`/`borrow_mut`, which require a `Python<'_>`
+// token, so it happens on a thread holding the GIL; with the GIL (the module is declared
+// `gil_used`, so a free-threaded interpreter turns the GIL back on when it imports it) only one
+// such thread runs at a time, and the GIL's release/acquire orders their accesses. A `Ref`/`RefMut`
+// cannot move into `Python::detach` (they are not `Send`), so no access happens with the GIL
+// released; one kept alive across a `detach` in the caller's frame is seen by another thread as
+// borrowed (a panic, never a data race, because the flag is not written meanwhile).
+// SAFETY: all access is serialised by the GIL, as argued above.
 unsafe impl<T: Send> Sync for GilCell<T> {}
 
 impl<T> GilCell<T> {

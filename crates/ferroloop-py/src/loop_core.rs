@@ -217,10 +217,11 @@ pub(crate) fn vectorcall_kw<'py>(
     let mut stack: Vec<*mut ffi::PyObject> = Vec::with_capacity(args.len() + kw.len());
     stack.extend(args.iter().map(|a| a.as_ptr()));
     stack.extend(kw.iter().map(|a| a.as_ptr()));
-    // SAFETY: every pointer in `stack` is borrowed from a `Bound` that outlives the call, the
-    // keyword values follow the positional ones as the vectorcall protocol requires, `kwnames` is
-    // a tuple of str with exactly `kw.len()` items, and the result is a new reference or NULL
-    // with an exception set, which `from_owned_ptr_or_err` handles.
+    // Every pointer in `stack` is borrowed from a `Bound` that outlives the call, the keyword
+    // values follow the positional ones as the vectorcall protocol requires, and `kwnames` is a
+    // tuple of str with exactly `kw.len()` items.
+    // SAFETY: as above; the result is a new reference or NULL with an exception set, which
+    // `from_owned_ptr_or_err` handles.
     unsafe {
         let r =
             ffi::PyObject_Vectorcall(cls.as_ptr(), stack.as_ptr(), args.len(), kwnames.as_ptr());

@@ -4,9 +4,10 @@
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
-use ferroloop_core::{TimerEntry, TimerHeap};
+use ferroloop_core::{Events, Poller, Readiness, TimerEntry, TimerHeap};
 use std::cell::Cell;
 use std::rc::Rc;
+use std::time::Duration;
 
 /// A timer as the heap sees it. The `Rc<Cell<_>>` flags are shared with the [`Handle`] the test
 /// keeps, so the test can cancel it and observe what the heap did to it.
@@ -102,5 +103,33 @@ impl Rng {
     /// Uniform in [0, n).
     pub fn below(&mut self, n: usize) -> usize {
         (self.next_u64() % n as u64) as usize
+    }
+}
+
+/// A poller with its event buffer, as the one waiting thread holds them.
+pub struct Waiter {
+    pub poller: Poller,
+    pub events: Events,
+}
+
+impl Waiter {
+    pub fn new() -> Self {
+        Self {
+            poller: Poller::new().expect("poller"),
+            events: Events::new(),
+        }
+    }
+    pub fn wait(&mut self, timeout: Option<Duration>) -> std::io::Result<()> {
+        self.poller.wait(&mut self.events, timeout)
+    }
+    pub fn drain(&mut self, sink: impl FnMut(Readiness)) {
+        self.poller.drain(&mut self.events, sink)
+    }
+}
+
+impl std::ops::Deref for Waiter {
+    type Target = Poller;
+    fn deref(&self) -> &Poller {
+        &self.poller
     }
 }
