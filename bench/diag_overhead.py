@@ -42,7 +42,7 @@ ROOT = os.path.dirname(HERE)
 WORKER = os.path.join(HERE, "_worker.py")
 sys.path.insert(0, HERE)
 import _worker  # noqa: E402  (names and units only)
-from run import LABELS, si  # noqa: E402
+from run import LABELS, run_worker, si  # noqa: E402
 
 TIMEOUT = 120  # seconds per worker (debug mode is slow)
 
@@ -100,18 +100,8 @@ def probe(python):
 
 
 def worker(python, loop, bench, repeat, quick, env):
-    cmd = [python, WORKER, "--loop", loop, "--bench", bench, "--repeat", str(repeat),
-           "--timeout", str(TIMEOUT)] + (["--quick"] if quick else [])
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT + 30, env=env)
-    except subprocess.TimeoutExpired:
-        return {"ok": False, "error": f"timeout after {TIMEOUT}s"}
-    lines = p.stdout.strip().splitlines()
-    try:
-        return json.loads(lines[-1])
-    except (IndexError, ValueError):
-        err = (p.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"ok": False, "error": f"worker exited {p.returncode}: {err}"}
+    cmd = [python, WORKER, "--loop", loop, "--bench", bench, "--repeat", str(repeat)]
+    return run_worker(cmd + (["--quick"] if quick else []), env=env, timeout=TIMEOUT)
 
 
 def run_pairs(configs, benches, rounds, repeat, quick, rng, label):

@@ -47,20 +47,25 @@ LABELS = {
 }
 
 
-def worker(args, extra):
-    """Run one worker process; return its JSON result (or an error dict)."""
-    cmd = [sys.executable, WORKER] + extra
+def run_worker(cmd, env=None, timeout=TIMEOUT):
+    """Run one worker process (``cmd`` ends with its options); return the JSON object on the
+    last line of its output, or an error dict. Shared by every bench script."""
     try:
-        p = subprocess.run(cmd + ["--timeout", str(TIMEOUT)], capture_output=True, text=True,
-                           timeout=TIMEOUT + 30)
+        p = subprocess.run(cmd + ["--timeout", str(timeout)], capture_output=True, text=True,
+                           timeout=timeout + 30, env=env)
     except subprocess.TimeoutExpired:
-        return {"ok": False, "error": f"timeout after {TIMEOUT}s"}
+        return {"ok": False, "error": f"timeout after {timeout}s"}
     lines = p.stdout.strip().splitlines()
     try:
         return json.loads(lines[-1])
     except (IndexError, ValueError):
         err = (p.stderr.strip().splitlines() or ["no output"])[-1]
         return {"ok": False, "error": f"worker exited {p.returncode}: {err}"}
+
+
+def worker(args, extra):
+    """Run one worker process of this interpreter; return its JSON result (or an error dict)."""
+    return run_worker([sys.executable, WORKER] + extra)
 
 
 def probe_loops(args):

@@ -216,20 +216,11 @@ def build_loadgen():
 
 
 def probe_loops(args):
-    ok, versions = [], {}
-    for name in args.loops:
-        p = subprocess.run([sys.executable, WORKER, "--loop", name, "--probe"], capture_output=True,
-                           text=True, timeout=60)
-        try:
-            r = json.loads(p.stdout.strip().splitlines()[-1])
-        except (IndexError, ValueError):
-            r = {"ok": False, "error": (p.stderr.strip().splitlines() or ["no output"])[-1]}
-        if r["ok"]:
-            ok.append(name)
-            versions[name] = r.get("version", "?")
-        elif name not in OPTIONAL or args.loops_given:
-            print(f"# {name}: unavailable, skipped ({r['error']})")
-    return ok, versions
+    """Which loops can be created (bench/run.py's probe: same worker, same rules)."""
+    sys.path.insert(0, BENCH)
+    import run as microbench
+
+    return microbench.probe_loops(args)
 
 
 def http_available():
