@@ -53,38 +53,14 @@ Adaptations (each one faithful, none changes behaviour):
   work.
 """
 
+import os
 import selectors
-import types
 from asyncio import base_events, selector_events, unix_events
 
+from . import _transport
+from ._borrowing import borrow_into as _borrow_into
+
 __all__ = ["NetworkingMixin"]
-
-
-def _rebind_super(func, layer):
-    """``func`` itself, or, when it uses zero-argument ``super()``, a copy of it (same code,
-    globals, defaults, annotations, name) whose ``__class__`` cell is ``layer``."""
-    code = getattr(func, "__code__", None)
-    if code is None or "__class__" not in code.co_freevars:
-        return func
-    closure = tuple(
-        types.CellType(layer) if name == "__class__" else cell
-        for name, cell in zip(code.co_freevars, func.__closure__)
-    )
-    new = types.FunctionType(code, func.__globals__, func.__name__, func.__defaults__, closure)
-    new.__kwdefaults__ = func.__kwdefaults__
-    new.__qualname__ = func.__qualname__
-    new.__doc__ = func.__doc__
-    new.__dict__.update(func.__dict__)
-    new.__annotations__ = func.__annotations__
-    new.__wrapped__ = func  # the stdlib original, for introspection
-    return new
-
-
-def _borrow_into(layer, source, names):
-    """Put the stdlib's ``source.<name>`` on ``layer`` for each name this Python defines."""
-    for name in names:
-        if name in source.__dict__:  # names differ between 3.11, 3.12 and 3.13
-            setattr(layer, name, _rebind_super(source.__dict__[name], layer))
 
 
 class _BaseNetworking:
@@ -172,8 +148,9 @@ _borrow_into(
 )
 
 
-class _SelectorSocketTransport(selector_events._SelectorSocketTransport):
-    """The stdlib's socket transport, reading into the loop's reusable buffer (module docstring)."""
+class _PySocketTransport(selector_events._SelectorSocketTransport):
+    """The stdlib's socket transport, reading into the loop's reusable buffer (module docstring).
+    Used only when ``FERROLOOP_PY_TRANSPORTS=1`` (the native one is ``_transport.py``'s)."""
 
     def _read_ready__data_received(self):
         if self._conn_lost:
@@ -206,6 +183,15 @@ class _SelectorSocketTransport(selector_events._SelectorSocketTransport):
             self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
 
 
+# The stream transport: native (_transport.py) unless FERROLOOP_PY_TRANSPORTS=1 asks for the
+# stdlib-derived Python one above (to compare the two, or to rule the native one out of a bug).
+_SOCKET_TRANSPORT = (
+    _PySocketTransport
+    if os.environ.get("FERROLOOP_PY_TRANSPORTS") == "1"
+    else _transport._SelectorSocketTransport
+)
+
+
 class NetworkingMixin(_SelectorNetworking):
     """``unix_events._UnixSelectorEventLoop``: Unix sockets, pipes, subprocesses and
     ``os.sendfile``. The base of ``ferroloop.Loop`` that provides networking (see the module
@@ -222,7 +208,7 @@ class NetworkingMixin(_SelectorNetworking):
         return view
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
-        return _SelectorSocketTransport(self, sock, protocol, waiter, extra, server)
+        return _SOCKET_TRANSPORT(self, sock, protocol, waiter, extra, server)
 
     @property
     def _selector(self):

@@ -11,6 +11,7 @@ use crate::loop_core::{os_error, LoopCore};
 use ferroloop_core::Interest;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
+use pyo3::types::PyTuple;
 use std::os::fd::RawFd;
 
 /// The callbacks watching one fd.
@@ -30,6 +31,23 @@ impl FdEntry {
 }
 
 impl LoopCore {
+    /// `loop._add_reader(fd, callback)` (or `_add_writer`) for the loop's own native callers (the
+    /// transports): a handle in a copy of the current context, as from Python.
+    pub(crate) fn add_fd_callback(
+        slf: &Bound<'_, Self>,
+        fd: RawFd,
+        callback: Bound<'_, PyAny>,
+        is_reader: bool,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        slf.get().check_closed()?;
+        let handle = Py::new(
+            py,
+            Self::new_handle(slf, callback, PyTuple::empty(py), None, 0.0, true)?,
+        )?;
+        Self::set_fd_callback(slf, fd, handle, is_reader)
+    }
+
     /// Registers `handle` as the reader (or writer) of `fd`, replacing and cancelling any previous
     /// one (selector_events._add_reader).
     pub(crate) fn set_fd_callback(

@@ -7,6 +7,7 @@ mod gil;
 mod handle;
 mod loop_core;
 mod stats;
+mod transport;
 mod turn;
 
 use pyo3::prelude::*;
@@ -16,5 +17,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<loop_core::LoopCore>()?;
     m.add_class::<handle::Handle>()?;
     m.add_class::<handle::TimerHandle>()?;
+    m.add_class::<transport::TransportCore>()?;
+    m.add_class::<transport::WriteBuffer>()?;
     Ok(())
 }

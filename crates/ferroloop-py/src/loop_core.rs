@@ -82,7 +82,7 @@ impl LoopCore {
     }
 
     #[inline]
-    fn check_closed(&self) -> PyResult<()> {
+    pub(crate) fn check_closed(&self) -> PyResult<()> {
         if self.closed.load(Relaxed) {
             return Err(PyRuntimeError::new_err("Event loop is closed"));
         }
@@ -90,7 +90,7 @@ impl LoopCore {
     }
 
     /// Builds a handle; `context=None` means a copy of the current context (asyncio.Handle).
-    fn new_handle(
+    pub(crate) fn new_handle(
         slf: &Bound<'_, Self>,
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,

@@ -1,0 +1,203 @@
+"""ferroloop's TCP and Unix stream transport: native reads and writes, the stdlib's rare paths.
+
+``_SelectorSocketTransport`` is what ``loop.create_connection``, ``create_server``,
+``create_unix_connection``, ``create_unix_server``, ``connect_accepted_socket`` and the streams
+API hand out for stream sockets (TLS runs the stdlib's ``SSLProtocol`` over it). It is a subclass
+of ``asyncio.transports._FlowControlMixin`` and ``asyncio.Transport``, as the stdlib's own class
+is, so ``isinstance`` checks and the stdlib's sendfile fallback (which requires a
+``_FlowControlMixin``) accept it.
+
+Where the work is done:
+
+* **Per packet, in Rust** (``_native.TransportCore``, ``crates/ferroloop-py/src/transport.rs``):
+  the fd's reader callback (``recv`` then ``protocol.data_received``, or ``get_buffer`` /
+  ``recv`` into it / ``buffer_updated`` for a ``BufferedProtocol``), ``write`` (the socket first,
+  the buffer for the rest), ``writelines`` (3.12+), the writer callback (one ``sendmsg`` over the
+  buffered pieces), ``pause_writing``/``resume_writing`` at the water marks,
+  ``get_write_buffer_size`` and ``is_closing``. Those bound methods are put in each instance's
+  ``__dict__``: ``transport.write(data)`` is then a single call into Rust, and code that replaces
+  ``transport.write`` on an instance (tests do) still can.
+* **Everything else, the stdlib's own functions** (``_borrowing.borrow_into``):
+  ``selector_events._SelectorTransport``'s and ``_SelectorSocketTransport``'s ``close``,
+  ``abort``, ``_force_close``, ``_fatal_error``, ``_call_connection_lost``,
+  ``_read_ready__on_eof``, ``write_eof``, ``pause_reading``/``resume_reading``, the sendfile
+  waiters, ``__repr__`` and ``__del__``, plus ``_FlowControlMixin``'s buffer limits. Their
+  messages, logging and version differences are CPython's own.
+* **One state.** Those functions read and assign the private attributes they always did
+  (``_closing``, ``_conn_lost``, ``_protocol``, ``_sock``, ``_loop``, ``_buffer``, ...). Here each
+  is a property over the Rust core's field, so both halves see the same value. ``_buffer`` is the
+  native write buffer: ``len()`` (unsent bytes), truth and ``clear()``.
+* **Version differences kept:** 3.11 inherits ``WriteTransport.writelines`` (``b''.join`` then
+  ``self.write``); 3.12+ gets the native one with 3.12's messages. ``Server._attach``/``_detach``
+  take the transport on 3.13 only (detected from the installed ``Server``).
+
+Deviations, each deliberate (``docs/semantics.md``):
+
+* A ``bytearray`` or ``memoryview`` passed to ``write`` is copied when it has to be buffered (as
+  3.11's ``bytearray`` buffer does; 3.12+ keeps a view, so a later change by the caller would
+  change what is sent). An exact ``bytes`` is kept by reference.
+* 3.12's ``writelines`` does not call ``pause_writing`` when it overfills the buffer; this one
+  does, as ``write`` does.
+* Reads take up to ``max_size`` (256 KiB) at once, as the stdlib's do, into a buffer shared by
+  the thread's transports; ``data_received`` gets a ``bytes`` of exactly what arrived. Changing
+  ``max_size`` on a transport has no effect.
+"""
+
+import operator
+import types
+from asyncio import base_events, constants, futures, protocols, selector_events, transports
+from asyncio import trsock
+
+from . import _native
+from ._borrowing import borrow_into
+
+__all__ = ["_SelectorSocketTransport"]
+
+# 3.13's Server tracks its clients: _attach(transport) / _detach(transport).
+_SERVER_TRACKS_CLIENTS = base_events.Server._attach.__code__.co_argcount == 2
+# 3.12+ defines its own writelines (one sendmsg over every piece).
+_NATIVE_WRITELINES = "writelines" in selector_events._SelectorSocketTransport.__dict__
+
+# What the properties read before the core exists (a constructor that failed early): the
+# stdlib's class-level defaults, e.g. ``_sock = None`` that ``__del__`` relies on.
+_NO_CORE = types.SimpleNamespace(
+    loop=None, sock=None, sock_fd=-1, protocol=None, empty_waiter=None, server=None,
+    protocol_connected=False, closing=False, eof=False, paused=False, protocol_paused=False,
+    conn_lost=0, high_water=64 * 1024, low_water=16 * 1024, _buffer=b"",
+)
+
+
+def _core_attr(name, readonly=False):
+    getter = operator.attrgetter(f"_core.{name}")
+    if readonly:
+        return property(getter)
+
+    def setter(self, value):
+        setattr(self._core, name, value)
+
+    return property(getter, setter)
+
+
+class _TransportLayer(transports._FlowControlMixin, transports.Transport):
+    """``selector_events._SelectorTransport``: the stdlib's functions over the native state."""
+
+    max_size = 256 * 1024  # as the stdlib's class says; reads take up to this much at once
+
+    _core = _NO_CORE
+
+    # The stdlib's private attributes, as properties over the Rust core's fields. _loop,
+    # _protocol_paused, _high_water and _low_water override _FlowControlMixin's slots.
+    _loop = _core_attr("loop")
+    _sock = _core_attr("sock")
+    _sock_fd = _core_attr("sock_fd")
+    _protocol = _core_attr("protocol")
+    _empty_waiter = _core_attr("empty_waiter")
+    _server = _core_attr("server")
+    _protocol_connected = _core_attr("protocol_connected")
+    _closing = _core_attr("closing")
+    _eof = _core_attr("eof")
+    _paused = _core_attr("paused")
+    _protocol_paused = _core_attr("protocol_paused")
+    _conn_lost = _core_attr("conn_lost")
+    _high_water = _core_attr("high_water")
+    _low_water = _core_attr("low_water")
+    _buffer = _core_attr("_buffer", readonly=True)
+
+    def __init__(self, loop, sock, protocol, extra=None, server=None):
+        core = _native.TransportCore(self, loop, sock)
+        d = self.__dict__
+        d["_core"] = core
+        # The hot paths, one call into Rust each (module docstring).
+        d["write"] = core.write
+        if _NATIVE_WRITELINES:
+            d["writelines"] = core.writelines
+        d["_read_ready"] = core._read_ready
+        d["_write_ready"] = core._write_ready
+        d["get_write_buffer_size"] = core.get_write_buffer_size
+        d["is_closing"] = core.is_closing
+
+        # selector_events._SelectorTransport.__init__, on the core's fields.
+        super().__init__(extra, loop)
+        self._extra["socket"] = trsock.TransportSocket(sock)
+        try:
+            self._extra["sockname"] = sock.getsockname()
+        except OSError:
+            self._extra["sockname"] = None
+        if "peername" not in self._extra:
+            try:
+                self._extra["peername"] = sock.getpeername()
+            except OSError:
+                self._extra["peername"] = None
+        self.set_protocol(protocol)
+        self._server = server
+        if server is not None:
+            if _SERVER_TRACKS_CLIENTS:
+                server._attach(self)
+            else:
+                server._attach()
+        loop._transports[self._sock_fd] = self
+
+    def set_protocol(self, protocol):
+        self._core._set_protocol(protocol, isinstance(protocol, protocols.BufferedProtocol))
+
+    def get_write_buffer_size(self):
+        # The instance's own native method shadows this; kept for the class's completeness.
+        return len(self._buffer)
+
+    def is_closing(self):
+        return self._closing
+
+
+borrow_into(
+    _TransportLayer,
+    selector_events._SelectorTransport,
+    [
+        "__repr__",
+        "abort",
+        "get_protocol",
+        "is_reading",
+        "pause_reading",
+        "resume_reading",
+        "close",
+        "__del__",
+        "_fatal_error",
+        "_force_close",
+        "_call_connection_lost",
+        "_add_reader",
+    ],
+)
+
+
+class _SelectorSocketTransport(_TransportLayer):
+    """ferroloop's TCP and Unix stream transport (see the module docstring)."""
+
+    _start_tls_compatible = True
+    _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
+
+    def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
+        super().__init__(loop, sock, protocol, extra, server)
+        # selector_events._SelectorSocketTransport.__init__ (_eof and _empty_waiter start
+        # False/None in the core).
+        base_events._set_nodelay(sock)
+        loop.call_soon(self._protocol.connection_made, self)
+        # only start reading when connection_made() has been called
+        loop.call_soon(self._add_reader, self._sock_fd, self._read_ready)
+        if waiter is not None:
+            # only wake up the waiter when connection_made() has been called
+            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
+
+
+borrow_into(
+    _SelectorSocketTransport,
+    selector_events._SelectorSocketTransport,
+    [
+        "_read_ready__on_eof",
+        "write_eof",
+        "can_write_eof",
+        "_call_connection_lost",
+        "_make_empty_waiter",
+        "_reset_empty_waiter",
+        "close",  # 3.12+: drops the read/write callbacks, then _SelectorTransport.close
+    ],
+)
+
