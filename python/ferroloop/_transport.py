@@ -140,12 +140,28 @@ class _TransportLayer(transports._FlowControlMixin, transports.Transport):
     def set_protocol(self, protocol):
         self._core._set_protocol(protocol, isinstance(protocol, protocols.BufferedProtocol))
 
+    # The class-level versions of the methods each instance publishes in its __dict__: what
+    # `transport.write` finds again after a replacement is deleted, and what `type(t).write(t, d)`
+    # calls.
+    def write(self, data):
+        self._core.write(data)
+
+    if _NATIVE_WRITELINES:
+
+        def writelines(self, list_of_data):
+            self._core.writelines(list_of_data)
+
+    def _read_ready(self):
+        self._core._read_ready()
+
+    def _write_ready(self):
+        self._core._write_ready()
+
     def get_write_buffer_size(self):
-        # The instance's own native method shadows this; kept for the class's completeness.
-        return len(self._buffer)
+        return self._core.get_write_buffer_size()
 
     def is_closing(self):
-        return self._closing
+        return self._core.is_closing()
 
 
 borrow_into(
