@@ -420,3 +420,39 @@ def test_closed_transport_and_protocol_are_collected(loop):
     refs = _run(loop, main())
     gc.collect()
     assert [r() for r in refs] == [None] * 4
+
+
+def test_tls_runs_over_the_same_transport_class(loop):
+    """create_server/create_connection with ssl= put the SSL protocol over the loop's own stream
+    transport (the class a plain connection gets), and data goes through both ways."""
+    from test.test_asyncio import utils as test_utils
+
+    class Upper(Recorder):
+        def data_received(self, data):
+            self.transport.write(data.upper())
+
+    async def main():
+        lp = asyncio.get_running_loop()
+        server = await lp.create_server(
+            Upper, "127.0.0.1", 0, ssl=test_utils.simple_server_sslcontext()
+        )
+        port = server.sockets[0].getsockname()[1]
+        ct, cp = await lp.create_connection(
+            Recorder, "127.0.0.1", port, ssl=test_utils.simple_client_sslcontext()
+        )
+        plain_t, plain_p = await lp.create_connection(Recorder, "127.0.0.1", port)
+        ct.write(b"over tls")
+        while len(cp.data) < 8:
+            await asyncio.sleep(0.001)
+        raw = ct._ssl_protocol._transport
+        ct.close()
+        plain_t.close()
+        await cp.done
+        await plain_p.done
+        server.close()
+        await server.wait_closed()
+        return type(raw), type(plain_t), bytes(cp.data)
+
+    raw_type, plain_type, data = _run(loop, main())
+    assert raw_type is plain_type
+    assert data == b"OVER TLS"

@@ -35,3 +35,20 @@ def borrow_into(layer, source, names):
     for name in names:
         if name in source.__dict__:  # names differ between 3.11, 3.12 and 3.13
             setattr(layer, name, rebind_super(source.__dict__[name], layer))
+
+
+def with_globals(func, **names):
+    """A copy of ``func`` (same code, defaults, closure, name) that sees ``names`` in place of
+    its module's globals of those names. For a stdlib function that builds a stdlib class by
+    name where ferroloop has its own (``_make_ssl_transport`` builds ``_SelectorSocketTransport``).
+    The copy's globals are a snapshot of the module's plus ``names``."""
+    scope = dict(func.__globals__)
+    scope.update(names)
+    new = types.FunctionType(func.__code__, scope, func.__name__, func.__defaults__, func.__closure__)
+    new.__kwdefaults__ = func.__kwdefaults__
+    new.__qualname__ = func.__qualname__
+    new.__doc__ = func.__doc__
+    new.__dict__.update(func.__dict__)
+    new.__annotations__ = func.__annotations__
+    new.__wrapped__ = func
+    return new

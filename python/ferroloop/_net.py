@@ -59,6 +59,7 @@ from asyncio import base_events, selector_events, unix_events
 
 from . import _transport
 from ._borrowing import borrow_into as _borrow_into
+from ._borrowing import with_globals
 
 __all__ = ["NetworkingMixin"]
 
@@ -189,6 +190,14 @@ _SOCKET_TRANSPORT = (
     _PySocketTransport
     if os.environ.get("FERROLOOP_PY_TRANSPORTS") == "1"
     else _transport._SelectorSocketTransport
+)
+
+
+# The stdlib's _make_ssl_transport builds its own _SelectorSocketTransport by name under the
+# SSLProtocol: the same function, seeing ferroloop's transport under that name.
+_SelectorNetworking._make_ssl_transport = with_globals(
+    selector_events.BaseSelectorEventLoop._make_ssl_transport,
+    _SelectorSocketTransport=_SOCKET_TRANSPORT,
 )
 
 
