@@ -33,7 +33,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyString};
 use pyo3::{ffi, intern};
 use pyo3::{PyTraverseError, PyVisit};
 use rustix::io::Errno;
-use rustix::net::{RecvFlags, SendAncillaryBuffer, SendFlags, Shutdown};
+use rustix::net::{RecvFlags, SendAncillaryBuffer, SendFlags};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -247,10 +247,11 @@ impl Drop for RawBuffer {
 
 /// Borrows the socket's fd for one syscall.
 fn with_fd<R>(fd: RawFd, f: impl FnOnce(BorrowedFd<'_>) -> R) -> R {
-    // SAFETY: `fd` is what the transport's socket object returned from `fileno()` just before
-    // (`TransportCore::live_fd`), with the GIL held since then; that object owns the fd and is
-    // referenced by the transport, and closing it would need the GIL, so it stays open for the
-    // duration of `f`, which makes no Python call.
+    // Why the fd stays open: it is what the transport's socket object returned from `fileno()`
+    // just before (`TransportCore::live_fd`), with the GIL held since then; that object owns the
+    // fd and is referenced by the transport, and closing it needs the GIL, which `f` (no Python
+    // call) never gives up.
+    // SAFETY: as above, `fd` is open for the whole borrow.
     let fd = unsafe { BorrowedFd::borrow_raw(fd) };
     f(fd)
 }
@@ -851,12 +852,6 @@ impl TransportCore {
 
     fn is_closing(&self, py: Python<'_>) -> bool {
         self.st.borrow(py).closing
-    }
-
-    /// `shutdown(SHUT_WR)` of the socket, for `write_eof` with an empty buffer.
-    fn _shutdown_write(&self, py: Python<'_>) -> PyResult<()> {
-        let fd = self.live_fd(py)?;
-        with_fd(fd, |fd| rustix::net::shutdown(fd, Shutdown::Write)).map_err(|e| errno_error(py, e))
     }
 
     #[getter]
