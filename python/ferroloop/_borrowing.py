@@ -20,14 +20,7 @@ def rebind_super(func, layer):
         types.CellType(layer) if name == "__class__" else cell
         for name, cell in zip(code.co_freevars, func.__closure__)
     )
-    new = types.FunctionType(code, func.__globals__, func.__name__, func.__defaults__, closure)
-    new.__kwdefaults__ = func.__kwdefaults__
-    new.__qualname__ = func.__qualname__
-    new.__doc__ = func.__doc__
-    new.__dict__.update(func.__dict__)
-    new.__annotations__ = func.__annotations__
-    new.__wrapped__ = func  # the stdlib original, for introspection
-    return new
+    return _copy(func, func.__globals__, closure)
 
 
 def borrow_into(layer, source, names):
@@ -44,7 +37,13 @@ def with_globals(func, **names):
     The copy's globals are a snapshot of the module's plus ``names``."""
     scope = dict(func.__globals__)
     scope.update(names)
-    new = types.FunctionType(func.__code__, scope, func.__name__, func.__defaults__, func.__closure__)
+    return _copy(func, scope, func.__closure__)
+
+
+def _copy(func, scope, closure):
+    """``func`` with other globals and closure cells: same code, defaults, names, attributes;
+    ``__wrapped__`` is the stdlib original, for introspection."""
+    new = types.FunctionType(func.__code__, scope, func.__name__, func.__defaults__, closure)
     new.__kwdefaults__ = func.__kwdefaults__
     new.__qualname__ = func.__qualname__
     new.__doc__ = func.__doc__

@@ -38,10 +38,11 @@ Adaptations (each one faithful, none changes behaviour):
 * **One read buffer per loop.** The stdlib socket transport reads with ``sock.recv(max_size)``,
   which allocates a fresh 256 KiB ``bytes`` for every read and then shrinks it: about half the
   server CPU of a 1 KiB echo on this machine (glibc maps, remaps and unmaps the block each time).
-  ``_SelectorSocketTransport`` below is the stdlib class with only that step changed: it reads
-  into a buffer the loop reuses and hands ``data_received`` a ``bytes`` of exactly what arrived,
-  as uvloop does. Same class name, same errors, same ``max_size`` (a transport whose
-  ``max_size`` was changed reads the stdlib's way). Native transports will replace it.
+  ``_PySocketTransport`` below is the stdlib class with only that step changed: it reads into a
+  buffer the loop reuses and hands ``data_received`` a ``bytes`` of exactly what arrived, as
+  uvloop does (same errors, same ``max_size``). It is the fallback selected by
+  ``FERROLOOP_PY_TRANSPORTS=1``; the default stream transport is the native one
+  (``_transport.py``), also under TLS (``_make_ssl_transport``, below).
 * **The self-pipe** (``_ssock``/``_csock``) is not used by any borrowed method here; the loop
   keeps its own, created on first use (``Loop._csock``).
 * **Subprocesses.** All three versions' ``_make_subprocess_transport`` get their child watcher
@@ -113,9 +114,7 @@ _borrow_into(
     _SelectorNetworking,
     selector_events.BaseSelectorEventLoop,
     [
-        # transport factories (_SelectorSocketTransport, SSLProtocol over it, datagrams)
-        "_make_socket_transport",
-        "_make_ssl_transport",
+        # transport factories (stream transports and TLS are set below: ferroloop's own class)
         "_make_datagram_transport",
         "_ensure_fd_no_transport",
         # servers
