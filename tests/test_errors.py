@@ -254,3 +254,18 @@ def test_run_until_complete_future_of_other_loop(loop, loop_factory):
             "The future belongs to a different loop than the one specified as the loop argument")
     finally:
         other.close()
+
+
+@pytest.mark.parametrize("method", ["add_reader", "add_writer"])
+def test_watching_a_closed_fd_is_the_stdlib_oserror(loop, method):
+    import errno
+    import os
+
+    r, w = os.pipe()
+    os.close(r)
+    os.close(w)
+    with pytest.raises(OSError) as info:
+        getattr(loop, method)(r, lambda: None)
+    assert info.value.errno == errno.EBADF
+    assert str(info.value) == f"[Errno {errno.EBADF}] {os.strerror(errno.EBADF)}"
+    assert not getattr(loop, method.replace("add", "remove"))(r)

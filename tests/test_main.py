@@ -168,3 +168,40 @@ def test_ferroloop_main_missing_script(script_dir):
     res = run(["-m", "ferroloop", "does_not_exist.py"], script_dir)
     assert res.returncode != 0
     assert "does_not_exist.py" in res.stderr
+
+
+def test_ferroloop_main_missing_script_is_pythons_one_line_error(script_dir):
+    plain = run(["does_not_exist.py"], script_dir)
+    res = run(["-m", "ferroloop", "does_not_exist.py"], script_dir)
+    assert "Traceback" not in res.stderr
+    assert res.returncode == plain.returncode == 2
+    # Python's own line, word for word ("<python>: can't open file '<abs path>': [Errno 2] ...").
+    assert res.stderr.strip().splitlines() == plain.stderr.strip().splitlines()
+
+
+def test_ferroloop_main_missing_module_is_pythons_error(script_dir):
+    plain = run(["-m", "no_such_module_xyz"], script_dir)
+    res = run(["-m", "ferroloop", "-m", "no_such_module_xyz"], script_dir)
+    assert "Traceback" not in res.stderr
+    assert res.returncode == plain.returncode == 1
+    assert res.stderr.strip() == plain.stderr.strip()
+
+
+def test_ferroloop_main_version(script_dir):
+    import ferroloop
+
+    res = run(["-m", "ferroloop", "--version"], script_dir)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith(f"ferroloop {ferroloop.__version__} (CPython {sys.version.split()[0]}")
+
+
+def test_ferroloop_main_dash_c(script_dir):
+    code = (
+        "import asyncio, sys, ferroloop\n"
+        "async def main():\n"
+        "    return isinstance(asyncio.get_running_loop(), ferroloop.Loop)\n"
+        "print(__name__, sys.argv, asyncio.run(main()))\n"
+    )
+    res = run(["-m", "ferroloop", "-c", code, "a", "b"], script_dir)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "__main__ ['-c', 'a', 'b'] True"

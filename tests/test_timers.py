@@ -302,3 +302,21 @@ def test_loops_in_two_threads_run_concurrently(loop_factory):
     a, b = results["main"], results["thread"]
     # both ran their timers at the same time, interleaved, not one after the other
     assert a[0] < b[-1] and b[0] < a[-1]
+
+
+def test_ferroloop_nan_delay_runs_in_the_next_turn(ferroloop_mod):
+    # The stdlib runs a NaN timer whenever it reaches the top of its heap (NaN compares false
+    # with everything), uvloop raises ValueError; ferroloop treats NaN as "due now": the
+    # chosen behaviour, in docs/semantics.md.
+    loop = ferroloop_mod.new_event_loop()
+    try:
+        calls = []
+        loop.call_later(0.01, calls.append, "normal")
+        loop.call_later(float("nan"), calls.append, "nan")
+        loop.call_at(float("nan"), calls.append, "nan-at")
+        loop.run_until_complete(asyncio.sleep(0))
+        assert calls == ["nan", "nan-at"]
+        loop.run_until_complete(asyncio.sleep(0.03))
+        assert calls == ["nan", "nan-at", "normal"]
+    finally:
+        loop.close()

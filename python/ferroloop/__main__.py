@@ -1,34 +1,64 @@
-"""python -m ferroloop [-m module | script.py] [args...]
+"""python -m ferroloop [options] (script.py | -m module | -c code) [args...]
 
-Runs an unmodified program with ferroloop as its event loop: the event-loop policy is set before
-the program starts, so its ``asyncio.run()``, ``asyncio.new_event_loop()`` and
-``asyncio.get_event_loop()`` create ferroloop loops.
+Runs an unmodified program with ferroloop as its event loop. Two routes:
+
+- the event-loop policy (the default on 3.11-3.13): set before the program starts, so its
+  ``asyncio.run()``, ``asyncio.new_event_loop()`` and ``asyncio.get_event_loop()`` create
+  ferroloop loops;
+- ``--no-policy`` (the only route on 3.14+, which deprecates the policy system): the loop
+  factory that ``asyncio.run()``/``asyncio.Runner`` and ``asyncio.new_event_loop()`` call is
+  ferroloop's; no policy is touched.
 """
 
 import os
 import runpy
 import sys
 
-USAGE = "usage: python -m ferroloop [--debug] (script.py | -m module) [args...]"
+USAGE = (
+    "usage: python -m ferroloop [--debug] [--no-policy] (script.py | -m module | -c code) "
+    "[args...]\n"
+    "       python -m ferroloop --version"
+)
 
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = False
-    while argv and argv[0].startswith("-") and argv[0] != "-m":
+    no_policy = False
+    while argv and argv[0].startswith("-") and argv[0] not in ("-m", "-c"):
         opt = argv.pop(0)
         if opt == "--debug":
             debug = True
+        elif opt == "--no-policy":
+            no_policy = True
         elif opt in ("-h", "--help"):
             print(USAGE)
+            return 0
+        elif opt in ("-V", "--version"):
+            print(_version())
             return 0
         else:
             print(f"ferroloop: unknown option {opt}\n{USAGE}", file=sys.stderr)
             return 2
-    if not argv or (argv[0] == "-m" and len(argv) < 2):
+    if not argv or (argv[0] in ("-m", "-c") and len(argv) < 2):
         print(USAGE, file=sys.stderr)
         return 2
+    # What Python itself says for a script or module that is not there, before anything runs.
+    if argv[0] == "-m":
+        missing = _missing_module(argv[1])
+        if missing:
+            print(f"{sys.executable}: {missing}", file=sys.stderr)
+            return 1
+    elif argv[0] != "-c" and not os.path.exists(argv[0]):
+        path = os.path.abspath(argv[0])
+        print(
+            f"{sys.executable}: can't open file {path!r}: [Errno 2] No such file or directory",
+            file=sys.stderr,
+        )
+        return 2
+
     import ferroloop
+    from ferroloop import _compat
 
     if debug:
         # Debug mode for every loop the program creates, coroutine origins tracked from the
@@ -38,7 +68,10 @@ def main(argv=None):
 
         os.environ["PYTHONASYNCIODEBUG"] = "1"
         _diagnostics.install_process_hooks()
-    ferroloop.install()
+    if no_policy or _compat.POLICY_DEPRECATED:
+        ferroloop.install_loop_factory()
+    else:
+        ferroloop.install()
     if debug:
         import atexit
 
@@ -49,12 +82,45 @@ def main(argv=None):
         module = argv[1]
         sys.argv = [module] + argv[2:]
         runpy.run_module(module, run_name="__main__", alter_sys=True)
+    elif argv[0] == "-c":
+        code = argv[1]
+        sys.argv = ["-c"] + argv[2:]
+        sys.path[0] = ""
+        import types
+
+        main_module = types.ModuleType("__main__")  # a fresh namespace, as python -c has
+        sys.modules["__main__"] = main_module
+        exec(compile(code, "<string>", "exec"), main_module.__dict__)
     else:
         script = argv[0]
         sys.argv = argv
         sys.path[0] = os.path.dirname(os.path.abspath(script))
         runpy.run_path(script, run_name="__main__")
     return 0
+
+
+def _version():
+    import platform
+
+    import ferroloop
+
+    return (
+        f"ferroloop {ferroloop.__version__} "
+        f"({platform.python_implementation()} {platform.python_version()})"
+    )
+
+
+def _missing_module(name):
+    """Python's message when ``-m name`` cannot be found, or None when it can."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(name)
+    except ImportError as exc:  # a parent package that is not there
+        return f"Error while finding module specification for {name!r} ({exc!r})"
+    except ValueError:
+        spec = None
+    return None if spec is not None else f"No module named {name}"
 
 
 def _print_summary():

@@ -18,6 +18,7 @@ summary line a person understands, then the evidence.
 
 import linecache
 import logging
+import signal
 import sys
 import threading
 import time
@@ -158,21 +159,30 @@ class Watchdog:
         self._thread = threading.Thread(
             target=self._run, name="ferroloop-watchdog", daemon=True
         )
-        self._thread.start()
+        # The thread starts with every signal blocked (it inherits the mask at creation), so the
+        # kernel never delivers a process signal (Ctrl-C) to it: a signal handled there would
+        # not end the loop thread's wait.
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        try:
+            self._thread.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
 
     def stop(self):
+        """Asks the thread to exit; does not wait for it (it exits within its polling interval).
+        Called at the end of a run, while the loop is still marked running, where a blocking
+        call (a join) would be reported by blocking-call detectors."""
         thread, self._thread = self._thread, None
         if thread is not None:
             self._stop.set()
-            if thread is not threading.current_thread():
-                thread.join()
 
     def _run(self):
         loop = self._loop
+        stop = self._stop
         reported = None
         while True:
             threshold = loop.stall_threshold
-            if self._stop.wait(max(min(threshold / 4, 0.05), 0.001)):
+            if stop.wait(max(min(threshold / 4, 0.05), 0.001)):
                 return
             cur = loop._diag_current
             if cur is None or cur[0] == reported or not loop.get_debug():
@@ -182,7 +192,7 @@ class Watchdog:
             if elapsed < threshold:
                 continue
             frame = sys._current_frames().get(loop._thread_id)
-            if frame is None or loop._diag_current is not cur:
+            if frame is None or loop._diag_current is not cur or stop.is_set():
                 continue
             reported = seq
             report_stall(loop, seq, handle, elapsed, frame)

@@ -12,6 +12,7 @@ that very function (``_borrow``): its behaviour, messages and version difference
 """
 
 import asyncio
+import signal
 import socket
 import sys
 import threading
@@ -19,7 +20,7 @@ import weakref
 from asyncio import base_events, coroutines, events, format_helpers, unix_events
 from asyncio.log import logger
 
-from . import _diagnostics, _native, _resolve
+from . import _compat, _diagnostics, _native, _resolve
 from ._net import NetworkingMixin
 
 __all__ = ["Loop"]
@@ -59,12 +60,18 @@ class Loop(_native.LoopCore, NetworkingMixin, asyncio.AbstractEventLoop):
         # Networking (_net.py): fd -> transport, and listening Unix sockets to unlink (3.13+).
         self._transports = weakref.WeakValueDictionary()
         self._unix_server_sockets = {}
+        # 3.14+: the loop owns its child watcher, which the stdlib's _make_subprocess_transport
+        # reads as self._watcher (3.11-3.13 ask the policy's watcher instead): _compat.py.
+        watcher = _compat.new_child_watcher()
+        if watcher is not None:
+            self._watcher = watcher
         # Diagnostics (debug mode only): what the loop thread runs now, for the watchdog.
         self._diag_current = None
         self._diag_reported = None
         self._diag_seq = 0
         self._watchdog = None
         self._kept_tasks = set()
+        self._wakeup_fd = None  # the signal wakeup fd this loop set while it runs
         # PYTHONASYNCIODEBUG=1 and -X dev switch debug mode on at construction.
         self.set_debug(coroutines._is_debug_mode())
 
@@ -84,24 +91,77 @@ class Loop(_native.LoopCore, NetworkingMixin, asyncio.AbstractEventLoop):
         self._check_running()
         self._set_coroutine_origin_tracking(self._debug)
         self._old_agen_hooks = sys.get_asyncgen_hooks()
-        self._thread_id = threading.get_ident()
-        sys.set_asyncgen_hooks(
-            firstiter=self._asyncgen_firstiter_hook,
-            finalizer=self._asyncgen_finalizer_hook,
-        )
-        events._set_running_loop(self)
-        if self._debug:
-            self._start_diagnostics()
+        try:
+            self._thread_id = threading.get_ident()
+            sys.set_asyncgen_hooks(
+                firstiter=self._asyncgen_firstiter_hook,
+                finalizer=self._asyncgen_finalizer_hook,
+            )
+            events._set_running_loop(self)
+            self._install_wakeup_fd()
+            if self._debug:
+                self._start_diagnostics()
+        except BaseException:
+            self._run_forever_cleanup()
+            raise
 
     def _run_forever_cleanup(self):
-        self._stop_diagnostics()
+        # Every step runs even when an earlier one raises, as the stdlib's try/finally restores
+        # the same state: a cleanup stopped halfway would leave the loop marked running for good
+        # ("Cannot run the event loop while another loop is running"). The first error is
+        # raised once all the steps have run. Nothing here blocks: a blocking-call detector
+        # (anyio's suite runs under blockbuster) may raise on any blocking call while the loop
+        # is still marked running.
+        _run_all(
+            self._stop_diagnostics,
+            self._restore_wakeup_fd,
+            self._reset_running_state,
+            lambda: self._set_coroutine_origin_tracking(False),
+            self._restore_agen_hooks,
+        )
+
+    def _reset_running_state(self):
         self._stopping = False
         self._thread_id = None
         events._set_running_loop(None)
-        self._set_coroutine_origin_tracking(False)
+
+    def _restore_agen_hooks(self):
         if self._old_agen_hooks is not None:
-            sys.set_asyncgen_hooks(*self._old_agen_hooks)
-            self._old_agen_hooks = None
+            hooks, self._old_agen_hooks = self._old_agen_hooks, None
+            sys.set_asyncgen_hooks(*hooks)
+
+    def _install_wakeup_fd(self):
+        # While the loop runs in the main thread, CPython's C signal handler also writes into
+        # the loop's signal wakeup pipe (crates/ferroloop-py/src/signals.rs), as uvloop does: a
+        # signal the kernel delivers to another thread, or one landing just before the wait
+        # starts, still ends the wait at once, and the turn runs the Python handler (Ctrl-C's
+        # KeyboardInterrupt). Only when no wakeup fd is set: one set by add_signal_handler()
+        # is this loop's own self-pipe, and one set by other code is theirs.
+        self._wakeup_fd = None
+        if threading.current_thread() is not threading.main_thread():
+            return
+        fd = self._signal_wakeup_fd()
+        try:
+            old = signal.set_wakeup_fd(fd)
+        except (ValueError, OSError):
+            return
+        if old == -1:
+            self._wakeup_fd = fd
+        else:
+            signal.set_wakeup_fd(old)  # someone else's: leave it in place
+
+    def _restore_wakeup_fd(self):
+        fd, self._wakeup_fd = self._wakeup_fd, None
+        if fd is None:
+            return
+        try:
+            prev = signal.set_wakeup_fd(-1)
+            if prev != fd:
+                # add_signal_handler() replaced it meanwhile: that one stays, as it would on the
+                # stdlib loop, so signals arriving between runs reach the next run.
+                signal.set_wakeup_fd(prev)
+        except (ValueError, OSError):
+            pass
 
     run_until_complete = _borrow(_Base, "run_until_complete")
     is_running = _borrow(_Base, "is_running")
@@ -166,10 +226,14 @@ class Loop(_native.LoopCore, NetworkingMixin, asyncio.AbstractEventLoop):
             _diagnostics.install_unawaited_hook()
 
     def _stop_diagnostics(self):
-        if self._watchdog is not None:
-            self._watchdog.stop()
-            self._watchdog = None
-            _diagnostics.uninstall_unawaited_hook()
+        # Never blocks: the watchdog is told to stop, not joined (it exits within its polling
+        # interval, a few milliseconds).
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            try:
+                watchdog.stop()
+            finally:
+                _diagnostics.uninstall_unawaited_hook()
     _set_coroutine_origin_tracking = _borrow(_Base, "_set_coroutine_origin_tracking")
     _check_callback = _borrow(_Base, "_check_callback")
     _check_thread = _borrow(_Base, "_check_thread")
@@ -244,8 +308,8 @@ class Loop(_native.LoopCore, NetworkingMixin, asyncio.AbstractEventLoop):
     def get_keep_tasks(self):
         return "create_task" in self.__dict__
 
-    def _create_task_kept(self, coro, *, name=None, context=None):
-        task = _native.LoopCore.create_task(self, coro, name=name, context=context)
+    def _create_task_kept(self, coro, **kwargs):
+        task = _native.LoopCore.create_task(self, coro, **kwargs)
         if not task.done():
             self._kept_tasks.add(task)
             task.add_done_callback(self._kept_tasks.discard)
@@ -390,6 +454,22 @@ class Loop(_native.LoopCore, NetworkingMixin, asyncio.AbstractEventLoop):
             "cancelled_timers": cancelled,
             "fds": fds,
         }
+
+
+def _run_all(*steps):
+    """Calls every step, even when one raises; then raises the first error (if any)."""
+    error = None
+    for step in steps:
+        try:
+            step()
+        except BaseException as exc:  # noqa: B902 - re-raised below, after the other steps
+            if error is None:
+                error = exc
+    if error is not None:
+        try:
+            raise error
+        finally:
+            error = None
 
 
 # The native methods keep their names free for the Python wrappers above.

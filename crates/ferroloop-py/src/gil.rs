@@ -34,12 +34,13 @@ impl<T> GilCell<T> {
         self.0.borrow()
     }
 
-    /// Shared access for `__traverse__`, which gets no `Python` token: only CPython's garbage
-    /// collector calls it, and the collector runs with the GIL held. `None` when the state is
-    /// borrowed mutably at that moment (a collection triggered inside a borrow), in which case the
-    /// object's references are not reported this time, which only delays their collection.
+    /// Shared access for `__traverse__`. PyO3 hands `__traverse__` no `Python` token, so the
+    /// caller obtains one with [`traverse_token`]: CPython's collector calls `tp_traverse` on a
+    /// thread that holds the GIL. `None` when the state is borrowed mutably at that moment (a
+    /// collection triggered inside a borrow), in which case the object's references are not
+    /// reported this time, which only delays their collection.
     #[inline]
-    pub fn borrow_for_traverse(&self) -> Option<Ref<'_, T>> {
+    pub fn borrow_for_traverse<'a>(&'a self, _py: Python<'_>) -> Option<Ref<'a, T>> {
         self.0.try_borrow().ok()
     }
 
@@ -48,4 +49,18 @@ impl<T> GilCell<T> {
     pub fn borrow_mut<'a>(&'a self, _py: Python<'_>) -> RefMut<'a, T> {
         self.0.borrow_mut()
     }
+}
+
+/// The GIL proof for `__traverse__` implementations (see [`GilCell::borrow_for_traverse`]).
+///
+/// # Safety
+/// Call only from a `__traverse__` method, and use the token only to borrow `GilCell`s (never
+/// to call into Python, which `tp_traverse` forbids). It holds because CPython runs the
+/// collector, and so every `tp_traverse`, on a thread attached to the interpreter with the GIL
+/// held; the module is declared `gil_used` (lib.rs), so even a free-threaded interpreter keeps
+/// the GIL enabled once it is imported.
+#[inline]
+pub unsafe fn traverse_token<'py>() -> Python<'py> {
+    // SAFETY: the caller upholds this function's contract (see above).
+    unsafe { Python::assume_attached() }
 }

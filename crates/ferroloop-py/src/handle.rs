@@ -11,7 +11,7 @@ use crate::loop_core::LoopCore;
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::prelude::*;
 use pyo3::pyclass::CompareOp;
-use pyo3::types::{PyDict, PyString, PyTuple};
+use pyo3::types::{PyDict, PyTuple};
 use pyo3::{ffi, intern};
 use pyo3::{PyTraverseError, PyVisit};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -87,10 +87,14 @@ impl Handle {
 
     /// Reports every reference the handle holds to the garbage collector (for its own
     /// `__traverse__`, or the loop's while the loop owns it).
-    pub(crate) fn visit_contents(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+    pub(crate) fn visit_contents(
+        &self,
+        py: Python<'_>,
+        visit: &PyVisit<'_>,
+    ) -> Result<(), PyTraverseError> {
         visit.call(&self.loop_)?;
         visit.call(&self.context)?;
-        if let Some(st) = self.st.borrow_for_traverse() {
+        if let Some(st) = self.st.borrow_for_traverse(py) {
             visit.call(&st.callback)?;
             visit.call(&st.args)?;
             visit.call(&st.source_traceback)?;
@@ -188,7 +192,12 @@ fn report_callback_error(
 ) -> PyResult<()> {
     let py = slf.py();
     let h = slf.get();
-    let src = format_callback_source(py, cb, args)?;
+    let debug = h
+        .loop_
+        .bind(py)
+        .call_method0(intern!(py, "get_debug"))?
+        .is_truthy()?;
+    let src = format_callback_source(py, cb, args, debug)?;
     let ctx = PyDict::new(py);
     ctx.set_item(
         intern!(py, "message"),
@@ -212,17 +221,21 @@ fn report_callback_error(
     Ok(())
 }
 
+/// `format_helpers._format_callback_source` as the running Python calls it (3.13 added
+/// `debug=`): `ferroloop._compat` holds the version switch.
 fn format_callback_source(
     py: Python<'_>,
     cb: &Py<PyAny>,
     args: Option<&Py<PyTuple>>,
+    debug: bool,
 ) -> PyResult<String> {
-    let fh = py.import(intern!(py, "asyncio.format_helpers"))?;
+    let compat = py.import(intern!(py, "ferroloop._compat"))?;
     let args: Py<PyAny> = match args {
         Some(a) => a.clone_ref(py).into_any(),
         None => py.None(),
     };
-    fh.call_method1(intern!(py, "_format_callback_source"), (cb, args))?
+    compat
+        .call_method1(intern!(py, "format_callback_source"), (cb, args, debug))?
         .extract()
 }
 
@@ -235,7 +248,10 @@ impl Handle {
         if self.loop_owned.load(Relaxed) {
             return Ok(()); // the loop reports them (gc.rs)
         }
-        self.visit_contents(&visit)
+        // SAFETY: called by CPython's collector as tp_traverse, with the GIL held; the token
+        // only borrows the handle's state (gil.rs, `traverse_token`).
+        let py = unsafe { crate::gil::traverse_token() };
+        self.visit_contents(py, &visit)
     }
 
     fn __clear__(&self) {
@@ -319,54 +335,18 @@ impl Handle {
         self.st.borrow(py).repr.as_ref().map(|c| c.clone_ref(py))
     }
 
+    /// The stdlib's repr for the running Python (`ferroloop._compat.handle_repr` calls
+    /// `events.Handle._repr_info`), or the one saved when the handle was cancelled in debug mode.
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
-        let h = slf.get();
-        if let Some(r) = h.st.borrow(py).repr.as_ref() {
+        if let Some(r) = slf.get().st.borrow(py).repr.as_ref() {
             return Ok(r.clone_ref(py));
         }
-        let is_timer = slf.is_instance_of::<TimerHandle>();
-        let mut info: Vec<String> = vec![if is_timer {
-            "TimerHandle".into()
-        } else {
-            "Handle".into()
-        }];
-        if h.is_cancelled() {
-            info.push("cancelled".into());
-        }
-        if is_timer {
-            info.push(format!("when={}", float_repr(py, h.when)?));
-        }
-        let (cb, args, tb) = {
-            let st = h.st.borrow(py);
-            (
-                st.callback.as_ref().map(|c| c.clone_ref(py)),
-                st.args.as_ref().map(|c| c.clone_ref(py)),
-                st.source_traceback.as_ref().map(|c| c.clone_ref(py)),
-            )
-        };
-        if let Some(cb) = cb {
-            info.push(format_callback_source(py, &cb, args.as_ref())?);
-        }
-        if let Some(tb) = tb {
-            let tb = tb.bind(py);
-            if tb.is_truthy()? {
-                let frame = tb.get_item(-1)?;
-                info.push(format!(
-                    "created at {}:{}",
-                    frame.get_item(0)?.str()?,
-                    frame.get_item(1)?.str()?
-                ));
-            }
-        }
-        Ok(PyString::new(py, &format!("<{}>", info.join(" ")))
-            .into_any()
+        Ok(py
+            .import(intern!(py, "ferroloop._compat"))?
+            .call_method1(intern!(py, "handle_repr"), (slf,))?
             .unbind())
     }
-}
-
-fn float_repr(py: Python<'_>, v: f64) -> PyResult<String> {
-    Ok(pyo3::types::PyFloat::new(py, v).repr()?.to_string())
 }
 
 #[pymethods]

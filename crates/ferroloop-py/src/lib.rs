@@ -6,13 +6,18 @@ mod gc;
 mod gil;
 mod handle;
 mod loop_core;
+mod signals;
 mod stats;
 mod transport;
 mod turn;
 
 use pyo3::prelude::*;
 
-#[pymodule]
+// `gil_used = true`: every piece of loop state is guarded by the GIL (gil.rs, `GilCell`), so a
+// free-threaded interpreter must turn the GIL back on when it imports this module (it does, with
+// a RuntimeWarning). PyO3 0.30 would otherwise declare the module GIL-free (`Py_mod_gil`).
+// The plan for real free-threaded support is in docs/architecture.md.
+#[pymodule(gil_used = true)]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<loop_core::LoopCore>()?;
     m.add_class::<handle::Handle>()?;

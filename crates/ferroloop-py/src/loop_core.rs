@@ -10,6 +10,7 @@ use crate::fd_watch::FdEntry;
 use crate::gc;
 use crate::gil::GilCell;
 use crate::handle::{Handle, TimerHandle};
+use crate::signals::SignalPipe;
 use crate::stats::{Counters, TimeStats};
 use ferroloop_core::{clock, Events, Poller, ReadyQueue, TimerEntry, TimerHeap, Waker};
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError};
@@ -48,6 +49,9 @@ pub(crate) struct LoopState {
     /// Watched fds. An fd is registered in epoll exactly when it has an entry here.
     pub(crate) fds: HashMap<RawFd, FdEntry>,
     pub(crate) times: TimeStats,
+    /// The signal wakeup pipe (signals.rs), created the first time the loop runs in the main
+    /// thread; watched by the poller outside `fds`.
+    pub(crate) signal_pipe: Option<SignalPipe>,
 }
 
 /// The native base class of `ferroloop.Loop`.
@@ -229,12 +233,22 @@ pub(crate) fn vectorcall_kw<'py>(
     }
 }
 
+/// The `OSError` the stdlib raises for `e`: `OSError(errno, strerror)`, so Python picks the
+/// subclass (`ConnectionResetError`, ...) and the message is the C library's text
+/// (`[Errno 9] Bad file descriptor`), without Rust's ` (os error 9)` suffix.
 pub(crate) fn os_error(e: io::Error) -> PyErr {
     match e.raw_os_error() {
-        Some(code) => {
-            PyOSError::new_err((code, rustix::io::Errno::from_raw_os_error(code).to_string()))
-        }
+        Some(code) => PyOSError::new_err((code, strerror(code))),
         None => PyOSError::new_err(e.to_string()),
+    }
+}
+
+/// `os.strerror(code)`: std formats an OS error as `strerror(code) (os error N)`.
+pub(crate) fn strerror(code: i32) -> String {
+    let full = io::Error::from_raw_os_error(code).to_string();
+    match full.strip_suffix(&format!(" (os error {code})")) {
+        Some(text) => text.to_owned(),
+        None => full,
     }
 }
 
@@ -277,19 +291,22 @@ impl LoopCore {
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         // The loop's own references to its handles, and, for each handle it owns (untracked,
         // gc.rs), the handle's references, exactly once: fd handles through the fd table only.
-        if let Some(st) = self.st.borrow_for_traverse() {
+        // SAFETY: called by CPython's collector as tp_traverse, with the GIL held; the token
+        // only borrows GilCells (gil.rs, `traverse_token`).
+        let py = unsafe { crate::gil::traverse_token() };
+        if let Some(st) = self.st.borrow_for_traverse(py) {
             for h in st.ready.iter() {
                 visit.call(h)?;
                 let hd = h.get();
                 if !hd.fd_handle && hd.loop_owned.load(Relaxed) {
-                    hd.visit_contents(&visit)?;
+                    hd.visit_contents(py, &visit)?;
                 }
             }
             for t in st.timers.iter() {
                 visit.call(&t.0)?;
                 let hd = t.0.get();
                 if hd.loop_owned.load(Relaxed) {
-                    hd.visit_contents(&visit)?;
+                    hd.visit_contents(py, &visit)?;
                 }
             }
             for e in st.fds.values() {
@@ -297,12 +314,12 @@ impl LoopCore {
                     visit.call(h)?;
                     let hd = h.get();
                     if hd.loop_owned.load(Relaxed) {
-                        hd.visit_contents(&visit)?;
+                        hd.visit_contents(py, &visit)?;
                     }
                 }
             }
         }
-        if let Some(f) = self.task_factory.borrow_for_traverse() {
+        if let Some(f) = self.task_factory.borrow_for_traverse(py) {
             visit.call(&*f)?;
         }
         Ok(())
@@ -499,6 +516,7 @@ impl LoopCore {
                 st.timers.take_all(),
                 std::mem::take(&mut st.fds),
                 st.poller.take(),
+                st.signal_pipe.take(),
             )
         };
         let waker = this.waker.borrow_mut(py).take();
@@ -555,6 +573,21 @@ impl LoopCore {
         Self::remove_fd_callback(slf, fd, false)
     }
 
+    /// The write end of the loop's signal wakeup pipe (signals.rs), for `signal.set_wakeup_fd()`;
+    /// created on first use.
+    fn _signal_wakeup_fd(&self, py: Python<'_>) -> PyResult<RawFd> {
+        self.check_closed()?;
+        let mut st = self.st.borrow_mut(py);
+        if st.signal_pipe.is_none() {
+            let poller = st
+                .poller
+                .as_ref()
+                .ok_or_else(|| PyRuntimeError::new_err("Event loop is closed"))?;
+            st.signal_pipe = Some(SignalPipe::new(poller).map_err(os_error)?);
+        }
+        Ok(st.signal_pipe.as_ref().map_or(-1, SignalPipe::write_fd))
+    }
+
     /// The reader and writer handles of `fd` (`(None, None)` when it is not watched).
     fn _fd_callbacks(&self, py: Python<'_>, fd: RawFd) -> (Option<Py<Handle>>, Option<Py<Handle>>) {
         let st = self.st.borrow(py);
@@ -578,23 +611,31 @@ impl LoopCore {
         vectorcall_kw(&cls, &[], &names, &[slf.as_any()])
     }
 
-    /// `create_task` without a Python frame when no task factory is set and debug mode is off;
-    /// otherwise the stdlib's implementation (`Loop._create_task_py`) handles the rest.
-    #[pyo3(signature = (coro, *, name=None, context=None))]
+    /// `create_task` without a Python frame when no task factory is set, debug mode is off and
+    /// only `name`/`context` are given; otherwise the running Python's own implementation
+    /// (`Loop._create_task_py`, the stdlib's `BaseEventLoop.create_task`) handles the call, so
+    /// other keyword arguments (`eager_start=` where the running version takes it) are accepted
+    /// or refused exactly as the stdlib loop accepts or refuses them.
+    #[pyo3(signature = (coro, *, name=None, context=None, **kwargs))]
     fn create_task<'py>(
         slf: &Bound<'py, Self>,
         coro: &Bound<'py, PyAny>,
         name: Option<&Bound<'py, PyAny>>,
         context: Option<&Bound<'py, PyAny>>,
+        kwargs: Option<&Bound<'py, pyo3::types::PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let this = slf.get();
         let has_factory = this.task_factory.borrow(py).is_some();
-        if has_factory || this.debug() {
-            let kwargs = pyo3::types::PyDict::new(py);
-            kwargs.set_item(intern!(py, "name"), name)?;
-            kwargs.set_item(intern!(py, "context"), context)?;
-            return slf.call_method(intern!(py, "_create_task_py"), (coro,), Some(&kwargs));
+        let extra = kwargs.is_some_and(|k| !k.is_empty());
+        if has_factory || extra || this.debug() {
+            let all = match kwargs {
+                Some(k) => k.copy()?,
+                None => pyo3::types::PyDict::new(py),
+            };
+            all.set_item(intern!(py, "name"), name)?;
+            all.set_item(intern!(py, "context"), context)?;
+            return slf.call_method(intern!(py, "_create_task_py"), (coro,), Some(&all));
         }
         this.check_closed()?;
         let cls = py

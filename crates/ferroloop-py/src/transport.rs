@@ -27,9 +27,9 @@
 
 use crate::gil::GilCell;
 use crate::loop_core::LoopCore;
-use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PyRuntimeError, PySystemExit, PyTypeError};
+use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyString};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
 use pyo3::{ffi, intern};
 use pyo3::{PyTraverseError, PyVisit};
 use rustix::io::Errno;
@@ -174,14 +174,8 @@ fn is_exit(py: Python<'_>, e: &PyErr) -> bool {
 
 /// `OSError(errno, os.strerror(errno))`, which Python turns into the matching subclass
 /// (`ConnectionResetError`, `BrokenPipeError`, ...), exactly as `socket.send` raises it.
-fn errno_error(py: Python<'_>, e: Errno) -> PyErr {
-    let code = e.raw_os_error();
-    let msg = py
-        .import(intern!(py, "os"))
-        .and_then(|os| os.call_method1(intern!(py, "strerror"), (code,)))
-        .map(|m| m.unbind())
-        .unwrap_or_else(|_| PyString::new(py, &e.to_string()).into_any().unbind());
-    PyOSError::new_err((code, msg))
+fn errno_error(_py: Python<'_>, e: Errno) -> PyErr {
+    crate::loop_core::os_error(std::io::Error::from_raw_os_error(e.raw_os_error()))
 }
 
 /// Would-block and interrupted calls are retried when the fd is next ready.
@@ -607,7 +601,10 @@ impl TransportCore {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        if let Some(st) = self.st.borrow_for_traverse() {
+        // SAFETY: called by CPython's collector as tp_traverse, with the GIL held; the token
+        // only borrows the transport's state (gil.rs, `traverse_token`).
+        let py = unsafe { crate::gil::traverse_token() };
+        if let Some(st) = self.st.borrow_for_traverse(py) {
             visit.call(&st.transport)?;
             visit.call(&st.loop_)?;
             visit.call(&st.sock)?;

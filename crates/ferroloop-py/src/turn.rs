@@ -9,9 +9,9 @@
 use crate::gc;
 use crate::handle::Handle;
 use crate::loop_core::{LoopCore, LoopState, MAXIMUM_SELECT_TIMEOUT};
+use crate::signals::SIGNAL_TOKEN;
 use crate::stats::bump;
 use ferroloop_core::{clock, Events};
-use pyo3::exceptions::PyOSError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use std::io;
@@ -74,13 +74,18 @@ impl LoopCore {
                 Ok(()) => {}
                 // A signal ended the wait: run its Python handler now (Ctrl-C raises here).
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => py.check_signals()?,
-                Err(e) => return Err(PyOSError::new_err(e.to_string())),
+                Err(e) => return Err(crate::loop_core::os_error(e)),
             }
             let mut stale: Vec<(RawFd, bool)> = Vec::new();
+            let mut signalled = false;
             {
                 let mut st = this.st.borrow_mut(py);
                 let LoopState { ready, fds, .. } = &mut *st;
                 poller.drain(events, |r| {
+                    if r.token == SIGNAL_TOKEN {
+                        signalled = true;
+                        return;
+                    }
                     let fd = r.token as RawFd;
                     let Some(entry) = fds.get(&fd) else { return };
                     for (hit, handle, is_reader) in [
@@ -98,6 +103,14 @@ impl LoopCore {
                 });
             }
             drop(guard);
+            // A signal's C handler wrote into the wakeup pipe (signals.rs): run the Python
+            // handlers now (Ctrl-C raises here), whichever thread the kernel delivered it to.
+            if signalled {
+                if let Some(p) = this.st.borrow(py).signal_pipe.as_ref() {
+                    p.drain();
+                }
+                py.check_signals()?;
+            }
             // A reader/writer handle cancelled directly is unregistered when its fd fires
             // (selector_events._process_events).
             for (fd, is_reader) in stale {
