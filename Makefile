@@ -35,7 +35,10 @@ build: $(STAMP) ## build ferroloop's native module into the virtualenv (PROFILE=
 run: build ## the main job: an asyncio program running on ferroloop
 	$(VPY) examples/hello.py
 
-test: test-rust test-py test-downstream conformance ## every test: cargo tests of the core, pytest, real projects, CPython's suite on ferroloop
+# What CI runs (.ci/run): lint, the core's cargo tests, pytest and CPython's suite on every
+# supported Python, the real projects, and the whole pytest suite once more with epoll_pwait2
+# refused by the kernel (strace fault injection).
+test: lint test-rust test-py test-downstream conformance test-versions test-fallback ## every test: lint, cargo tests, pytest and CPython's suite on 3.11-3.13, real projects, the epoll_wait fallback
 
 test-rust: ## cargo tests of the pure-Rust core (no Python)
 	cargo test -q -p ferroloop-core
@@ -49,9 +52,18 @@ test-downstream: build $(DOWNSTREAM_STAMP) ## real projects on both loops over l
 conformance: build ## CPython's test_asyncio with ferroloop underneath (exits non-zero on a regression)
 	$(VPY) tests/conformance/run.py
 
+# pyenv's interpreters (the newest installed 3.12.x and 3.13.x are used).
+PYENV_VERSIONS ?= $${PYENV_ROOT:-$$HOME/.pyenv}/versions
+
+test-versions: ## pytest and CPython's suite on ferroloop under 3.12 and 3.13 (pyenv; 3.11 is `make test-py conformance`)
+	for v in 3.12 3.13; do \
+	  $(MAKE) --no-print-directory test-py conformance \
+	    PY=$$(ls -d $(PYENV_VERSIONS)/$$v.*/bin/python | sort -V | tail -1) VENV=.venv-$$v || exit 1; \
+	done
+
 conformance-all: ## the conformance runner under 3.11, 3.12 and 3.13 (pyenv)
 	for v in 3.11 3.12 3.13; do \
-	  $(MAKE) conformance PY=$$(pyenv prefix $$(pyenv versions --bare | grep "^$$v" | tail -1))/bin/python VENV=.venv-$$v || exit 1; \
+	  $(MAKE) conformance PY=$$(ls -d $(PYENV_VERSIONS)/$$v.*/bin/python | sort -V | tail -1) VENV=.venv-$$v || exit 1; \
 	done
 
 bench: build ## micro benchmarks: ferroloop vs asyncio vs uvloop (interleaved rounds, medians, ratios)
