@@ -14,28 +14,18 @@
 //! Timing checks use generous upper bounds and medians: the CI machine has 2 noisy cores.
 
 mod common;
-use common::Waiter;
+use common::{median, pair, timed_wait, turn, Waiter, READ, WRITE};
 use ferroloop_core::poller::{force_epoll_wait, uses_epoll_wait};
 use ferroloop_core::Readiness;
-use ferroloop_core::{Events, Interest, Poller};
+use ferroloop_core::{Events, Poller};
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
 use std::os::unix::thread::JoinHandleExt;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
-
-const READ: Interest = Interest {
-    read: true,
-    write: false,
-};
-const WRITE: Interest = Interest {
-    read: false,
-    write: true,
-};
 
 /// Set (to the test's parameter) in the environment of a child run of this binary.
 const CHILD_ENV: &str = "FERROLOOP_TEST_FALLBACK_CHILD";
@@ -45,30 +35,6 @@ fn fallback_waiter() -> Waiter {
     force_epoll_wait();
     assert!(uses_epoll_wait());
     Waiter::new()
-}
-
-fn turn(p: &mut Waiter, timeout: Duration) -> Vec<Readiness> {
-    p.wait(Some(timeout)).expect("wait");
-    let mut v = Vec::new();
-    p.drain(|r| v.push(r));
-    v
-}
-
-fn timed_wait(p: &mut Waiter, timeout: Duration) -> Duration {
-    let t = Instant::now();
-    p.wait(Some(timeout)).expect("wait");
-    let el = t.elapsed();
-    p.drain(|r| panic!("nothing is registered, yet {r:?} was reported"));
-    el
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort_unstable();
-    v[v.len() / 2]
-}
-
-fn pair() -> (UnixStream, UnixStream) {
-    UnixStream::pair().expect("socketpair")
 }
 
 // ---- timeouts, rounded up to whole milliseconds ----

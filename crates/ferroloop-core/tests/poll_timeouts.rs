@@ -5,53 +5,15 @@
 //! Timing checks use generous upper bounds and medians: the CI machine has 2 noisy cores.
 
 mod common;
-use common::Waiter;
+use common::{median, pair, timed_wait, turn, Waiter, BOTH, READ, WRITE};
 use ferroloop_core::{Events, Interest, Poller, Readiness};
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::net::UnixStream;
 use std::os::unix::thread::JoinHandleExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
-
-const READ: Interest = Interest {
-    read: true,
-    write: false,
-};
-const WRITE: Interest = Interest {
-    read: false,
-    write: true,
-};
-const BOTH: Interest = Interest {
-    read: true,
-    write: true,
-};
-
-fn turn(p: &mut Waiter, timeout: Duration) -> Vec<Readiness> {
-    p.wait(Some(timeout)).expect("wait");
-    let mut v = Vec::new();
-    p.drain(|r| v.push(r));
-    v
-}
-
-fn timed_wait(p: &mut Waiter, timeout: Duration) -> Duration {
-    let t = Instant::now();
-    p.wait(Some(timeout)).expect("wait");
-    let el = t.elapsed();
-    p.drain(|r| panic!("nothing is registered, yet {r:?} was reported"));
-    el
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort_unstable();
-    v[v.len() / 2]
-}
-
-fn pair() -> (UnixStream, UnixStream) {
-    UnixStream::pair().expect("socketpair")
-}
 
 fn os_error(r: std::io::Result<()>) -> i32 {
     r.expect_err("expected an OS error")

@@ -4,10 +4,12 @@
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
-use ferroloop_core::{Events, Poller, Readiness, TimerEntry, TimerHeap};
+use ferroloop_core::{Events, Interest, Poller, Readiness, TimerEntry, TimerHeap};
 use std::cell::Cell;
+use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 use std::time::Duration;
+use std::time::Instant;
 
 /// A timer as the heap sees it. The `Rc<Cell<_>>` flags are shared with the [`Handle`] the test
 /// keeps, so the test can cancel it and observe what the heap did to it.
@@ -132,4 +134,43 @@ impl std::ops::Deref for Waiter {
     fn deref(&self) -> &Poller {
         &self.poller
     }
+}
+
+pub const READ: Interest = Interest {
+    read: true,
+    write: false,
+};
+pub const WRITE: Interest = Interest {
+    read: false,
+    write: true,
+};
+pub const BOTH: Interest = Interest {
+    read: true,
+    write: true,
+};
+
+/// One wait of at most `timeout`, and what it reported.
+pub fn turn(p: &mut Waiter, timeout: Duration) -> Vec<Readiness> {
+    p.wait(Some(timeout)).expect("wait");
+    let mut v = Vec::new();
+    p.drain(|r| v.push(r));
+    v
+}
+
+/// How long one wait of `timeout` took, with nothing registered.
+pub fn timed_wait(p: &mut Waiter, timeout: Duration) -> Duration {
+    let t = Instant::now();
+    p.wait(Some(timeout)).expect("wait");
+    let el = t.elapsed();
+    p.drain(|r| panic!("nothing is registered, yet {r:?} was reported"));
+    el
+}
+
+pub fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+pub fn pair() -> (UnixStream, UnixStream) {
+    UnixStream::pair().expect("socketpair")
 }
