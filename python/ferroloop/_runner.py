@@ -1,7 +1,14 @@
 """ferroloop.run(): asyncio.run() on a ferroloop loop."""
 
+from __future__ import annotations
+
 import asyncio
 from asyncio import events
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from ._loop import Loop
 
 __all__ = ["run"]
 
@@ -15,7 +22,12 @@ _NESTED_ADVICE = (
 )
 
 
-def run(main, *, debug=None, keep_tasks=False):
+_T = TypeVar("_T")
+
+
+def run(
+    main: Coroutine[Any, Any, _T], *, debug: bool | None = None, keep_tasks: bool = False
+) -> _T:
     """Run the coroutine ``main`` on a new ferroloop loop and return its result.
 
     The semantics are ``asyncio.run``'s: the loop is created, ``main`` runs to completion,
@@ -32,7 +44,7 @@ def run(main, *, debug=None, keep_tasks=False):
         raise RuntimeError(_NESTED_ADVICE)
     from . import new_event_loop
 
-    def factory():
+    def factory() -> Loop:
         loop = new_event_loop()
         if keep_tasks:
             loop.set_keep_tasks(True)
