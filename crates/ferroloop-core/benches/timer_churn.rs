@@ -3,7 +3,7 @@
 //!
 //! `cargo bench -p ferroloop-core --bench timer_churn`. Prints ns/op; no assertions.
 
-use ferroloop_core::{TimerEntry, TimerHeap};
+use ferroloop_core::{Callback, TimerHeap};
 use std::cell::Cell;
 use std::hint::black_box;
 use std::rc::Rc;
@@ -14,7 +14,7 @@ struct Timer {
     scheduled: Rc<Cell<bool>>,
 }
 
-impl TimerEntry for Timer {
+impl Callback for Timer {
     fn is_cancelled(&self) -> bool {
         self.cancelled.get()
     }

@@ -10,6 +10,7 @@
 //! Entries with equal deadlines come out in the order they were scheduled (a sequence number breaks
 //! ties), which the stdlib's `heapq` does not promise but every test expects.
 
+use crate::callback::Callback;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
@@ -18,15 +19,6 @@ pub const MIN_SCHEDULED_FOR_COMPACTION: usize = 100;
 /// Compact once more than this fraction of scheduled timers are cancelled
 /// (CPython: `_MIN_CANCELLED_TIMER_HANDLES_FRACTION`).
 pub const CANCELLED_FRACTION_FOR_COMPACTION: f64 = 0.5;
-
-/// What the heap needs to know about a timer it holds.
-pub trait TimerEntry {
-    /// True once the timer was cancelled: the heap will drop it instead of returning it.
-    fn is_cancelled(&self) -> bool;
-    /// Told when the timer leaves the heap (fired or dropped), so that a later `cancel()` knows it
-    /// no longer counts towards [`TimerHeap::cancelled`] (CPython's `TimerHandle._scheduled`).
-    fn set_unscheduled(&self);
-}
 
 struct Slot<T> {
     /// The deadline used for ordering: `when`, with NaN mapped to -inf. CPython's heap treats a NaN
@@ -78,7 +70,7 @@ impl<T> Default for TimerHeap<T> {
     }
 }
 
-impl<T: TimerEntry> TimerHeap<T> {
+impl<T: Callback> TimerHeap<T> {
     /// An empty heap.
     pub fn new() -> Self {
         Self::default()

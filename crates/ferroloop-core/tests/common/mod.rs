@@ -4,7 +4,7 @@
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
-use ferroloop_core::{Events, Interest, Poller, Readiness, TimerEntry, TimerHeap};
+use ferroloop_core::{Callback, Events, Interest, Poller, Readiness, TimerHeap};
 use std::cell::Cell;
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
@@ -22,7 +22,7 @@ pub struct Item {
     pub unscheduled_calls: Rc<Cell<u32>>,
 }
 
-impl TimerEntry for Item {
+impl Callback for Item {
     fn is_cancelled(&self) -> bool {
         self.cancelled.get()
     }
