@@ -15,14 +15,19 @@ import runpy
 import sys
 
 USAGE = (
-    "usage: python -m ferroloop [--debug] [--no-policy] (script.py | -m module | -c code) "
-    "[args...]\n"
+    "usage: python -m ferroloop [--debug] [--no-policy] [--watchdog SECONDS] [--ps] "
+    "(script.py | -m module | -c code) [args...]\n"
+    "       python -m ferroloop ps [--json] PID    (the tasks of a process started with --ps)\n"
     "       python -m ferroloop --version"
 )
 
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "ps":  # the subcommand (a script named ps: python -m ferroloop ./ps)
+        from ferroloop import _ps
+
+        return _ps.main(argv[1:])
     debug = False
     no_policy = False
     while argv and argv[0].startswith("-") and argv[0] not in ("-m", "-c"):
@@ -31,6 +36,20 @@ def main(argv=None):
             debug = True
         elif opt == "--no-policy":
             no_policy = True
+        elif opt == "--watchdog" or opt.startswith("--watchdog="):
+            # Production mode for every loop the program creates (FERROLOOP_WATCHDOG).
+            value = opt.partition("=")[2] if "=" in opt else (argv.pop(0) if argv else "")
+            try:
+                from ferroloop._production import parse_threshold
+
+                parse_threshold(value)
+            except ValueError:
+                print(f"ferroloop: --watchdog needs a number of seconds > 0, not {value!r}",
+                      file=sys.stderr)
+                return 2
+            os.environ["FERROLOOP_WATCHDOG"] = value
+        elif opt == "--ps":
+            os.environ["FERROLOOP_PS"] = "1"  # answer `python -m ferroloop ps PID`
         elif opt in ("-h", "--help"):
             print(USAGE)
             return 0

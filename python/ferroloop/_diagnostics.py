@@ -126,6 +126,18 @@ def describe_handle(handle):
     return f"callback {handle!r}"
 
 
+def stack_lines(frames, indent="    "):
+    """A traceback-style listing of live frames, outermost first."""
+    lines = []
+    for fr in frames:
+        code = fr.f_code
+        lines.append(f'{indent}File "{code.co_filename}", line {fr.f_lineno}, in {code.co_name}')
+        src = linecache.getline(code.co_filename, fr.f_lineno).strip()
+        if src:
+            lines.append(f"{indent}  {src}")
+    return lines
+
+
 def _frame_where(frame):
     code = frame.f_code
     line = linecache.getline(code.co_filename, frame.f_lineno).strip()
@@ -151,6 +163,7 @@ class Watchdog:
         self._loop = loop
         self._stop = threading.Event()
         self._thread = None
+        self._reported = None  # the sequence number of the stall reported last
 
     def start(self):
         if self._thread is not None:
@@ -176,27 +189,32 @@ class Watchdog:
         if thread is not None:
             self._stop.set()
 
+    def _interval(self):
+        """Seconds between two checks (re-read each time: the threshold may change)."""
+        return max(min(self._loop.stall_threshold / 4, 0.05), 0.001)
+
     def _run(self):
-        loop = self._loop
         stop = self._stop
-        reported = None
-        while True:
-            threshold = loop.stall_threshold
-            if stop.wait(max(min(threshold / 4, 0.05), 0.001)):
-                return
-            cur = loop._diag_current
-            if cur is None or cur[0] == reported or not loop.get_debug():
-                continue
-            seq, handle, t0 = cur
-            elapsed = time.monotonic() - t0
-            if elapsed < threshold:
-                continue
-            frame = sys._current_frames().get(loop._thread_id)
-            if frame is None or loop._diag_current is not cur or stop.is_set():
-                continue
-            reported = seq
-            report_stall(loop, seq, handle, elapsed, frame)
-            del frame
+        while not stop.wait(self._interval()):
+            self._check()
+
+    def _check(self):
+        """One check, on the watchdog thread (debug mode: what ``_run_handle_debug`` published).
+        Subclasses (``_production.ProductionWatchdog``) check differently."""
+        loop = self._loop
+        cur = loop._diag_current
+        if cur is None or cur[0] == self._reported or not loop.get_debug():
+            return
+        seq, handle, t0 = cur
+        elapsed = time.monotonic() - t0
+        if elapsed < loop.stall_threshold:
+            return
+        frame = sys._current_frames().get(loop._thread_id)
+        if frame is None or loop._diag_current is not cur or self._stop.is_set():
+            return
+        self._reported = seq
+        report_stall(loop, seq, handle, elapsed, frame)
+        del frame
 
 
 def report_stall(loop, seq, handle, elapsed, frame):
@@ -215,12 +233,7 @@ def report_stall(loop, seq, handle, elapsed, frame):
         f"  blocking line: {blocking}",
         "  loop thread stack (most recent call last):",
     ]
-    for fr in stack:
-        code = fr.f_code
-        lines.append(f'    File "{code.co_filename}", line {fr.f_lineno}, in {code.co_name}')
-        src = linecache.getline(code.co_filename, fr.f_lineno).strip()
-        if src:
-            lines.append(f"      {src}")
+    lines += stack_lines(stack)
     # The loop thread writes the end report when the callback returns.
     loop._diag_reported = (seq, blocking, what)
     logger.warning("\n".join(lines))

@@ -20,7 +20,7 @@ import weakref
 from asyncio import base_events, coroutines, events, format_helpers, unix_events
 from asyncio.log import logger
 
-from . import _compat, _diagnostics, _native, _resolve
+from . import _compat, _diagnostics, _native, _production, _resolve
 from ._net import NetworkingMixin
 
 __all__ = ["Loop"]
@@ -72,6 +72,7 @@ class Loop(_native.LoopCore, NetworkingMixin, asyncio.AbstractEventLoop):
         self._watchdog = None
         self._kept_tasks = set()
         self._wakeup_fd = None  # the signal wakeup fd this loop set while it runs
+        _production.init_loop(self)  # production mode: FERROLOOP_WATCHDOG, FERROLOOP_PS
         # PYTHONASYNCIODEBUG=1 and -X dev switch debug mode on at construction.
         self.set_debug(coroutines._is_debug_mode())
 
@@ -101,6 +102,8 @@ class Loop(_native.LoopCore, NetworkingMixin, asyncio.AbstractEventLoop):
             self._install_wakeup_fd()
             if self._debug:
                 self._start_diagnostics()
+            if self._prod_config is not None:
+                _production.start(self)
         except BaseException:
             self._run_forever_cleanup()
             raise
@@ -114,6 +117,7 @@ class Loop(_native.LoopCore, NetworkingMixin, asyncio.AbstractEventLoop):
         # is still marked running.
         _run_all(
             self._stop_diagnostics,
+            lambda: _production.stop(self),
             self._restore_wakeup_fd,
             self._reset_running_state,
             lambda: self._set_coroutine_origin_tracking(False),
@@ -293,6 +297,23 @@ class Loop(_native.LoopCore, NetworkingMixin, asyncio.AbstractEventLoop):
 
     call_exception_handler.__doc__ = _Base.call_exception_handler.__doc__
 
+    # ----------------------------------------------------------------------------------------
+    # Production mode (_production.py; begin): the blocked-loop report without debug mode
+
+    def set_watchdog(self, threshold, *, report_interval=60.0):
+        """Report, through the ``ferroloop`` logger and while it lasts, any callback or task step
+        that holds the loop longer than ``threshold`` seconds, with the task and the blocking
+        line; at most one report per ``report_interval`` seconds. No cost per callback: a
+        thread samples the loop's counters every ``threshold / 4``. ``None`` turns it off.
+        ``FERROLOOP_WATCHDOG=threshold`` sets it for every loop of the process."""
+        _production.set_watchdog(self, threshold, report_interval)
+
+    def get_watchdog(self):
+        """The watchdog threshold in seconds, or None when it is off."""
+        cfg = self._prod_config
+        return None if cfg is None else cfg.threshold
+
+    # Production mode (end)
     # ----------------------------------------------------------------------------------------
     # Keeping fire-and-forget tasks alive (opt-in)
 
