@@ -47,7 +47,11 @@ test-py: build ## pytest: the Python surface, on the stock loop and on ferroloop
 	$(VPY) -m pytest -q tests
 
 test-downstream: build $(DOWNSTREAM_STAMP) ## real projects on both loops over loopback: aiohttp server+client, uvicorn+httpx
-	$(VPY) -m pytest -q tests/downstream
+	@cmp -s requirements-integrations.txt $(VENV)/integrations/requirements.txt || { rm -rf $(VENV)/integrations && \
+	  $(VPY) -m pip install -q --disable-pip-version-check --only-binary=:all: --no-deps \
+	    --target $(VENV)/integrations -r requirements-integrations.txt && \
+	  cp requirements-integrations.txt $(VENV)/integrations/requirements.txt; }
+	$(VPY) -m pytest -q tests/downstream tests/integrations
 
 conformance: build ## CPython's test_asyncio with ferroloop underneath (exits non-zero on a regression)
 	$(VPY) tests/conformance/run.py
