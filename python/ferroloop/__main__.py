@@ -99,7 +99,7 @@ def main(argv=None):
         atexit.register(_print_summary)
     if argv[0] == "-m":
         module = argv[1]
-        sys.argv = [module] + argv[2:]
+        sys.argv = [module] + _server_args(module, argv[2:])
         runpy.run_module(module, run_name="__main__", alter_sys=True)
     elif argv[0] == "-c":
         code = argv[1]
@@ -116,6 +116,56 @@ def main(argv=None):
         sys.path[0] = os.path.dirname(os.path.abspath(script))
         runpy.run_path(script, run_name="__main__")
     return 0
+
+
+def _option_value(args, *names):
+    """The value of the last ``--name value``/``--name=value`` (or ``-x value``) among args, or
+    None; stops at ``--``."""
+    value = None
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        for name in names:
+            if arg == name and i + 1 < len(args):
+                value = args[i + 1]
+            elif name.startswith("--") and arg.startswith(name + "="):
+                value = arg[len(name) + 1:]
+    return value
+
+
+def _server_args(module, args):
+    """``-m`` for servers that would not run on ferroloop even with its policy set: the
+    arguments that make them, or a note on stderr saying what to pass."""
+    if module == "uvicorn":
+        # uvicorn creates its loop itself, from its --loop setting ("auto": uvloop when
+        # installed, else asyncio's SelectorEventLoop), not through the policy. "none" asks the
+        # policy, so it runs on ferroloop too.
+        loop = _option_value(args, "--loop")
+        if loop is None:
+            return ["--loop", "ferroloop:new_event_loop"] + args
+        if not loop.startswith("ferroloop") and loop != "none":
+            _note(f"uvicorn --loop {loop} creates its own event loop, not ferroloop's: leave "
+                  "--loop out, or pass --loop ferroloop:new_event_loop")
+    elif module == "hypercorn":
+        # hypercorn serves from worker processes it spawns (1 by default): fresh interpreters
+        # that never see ferroloop. --workers 0 serves from this process.
+        workers = _option_value(args, "-w", "--workers")
+        config = _option_value(args, "-c", "--config")
+        klass = _option_value(args, "-k", "--worker-class")
+        if klass not in (None, "asyncio"):
+            _note(f"hypercorn's {klass} worker class does not run on ferroloop: pass "
+                  "--worker-class asyncio")
+        elif workers is None and config is None and "--reload" not in args:
+            return ["--workers", "0"] + args
+        elif workers != "0":
+            _note("hypercorn runs the app in worker processes it spawns, which start without "
+                  "ferroloop: pass --workers 0 (serve from this process), or call "
+                  "ferroloop.install() in the module that defines the app")
+    return args
+
+
+def _note(text):
+    print(f"ferroloop: {text}", file=sys.stderr)
 
 
 def _version():
