@@ -9,12 +9,14 @@ is, so ``isinstance`` checks and the stdlib's sendfile fallback (which requires 
 
 Where the work is done:
 
-* **Per packet, in Rust** (``_native.TransportCore``, ``crates/ferroloop-py/src/transport.rs``):
+* **Per packet, in Rust** (``_native.TransportCore``, ``crates/ferroloop-py/src/transport/``):
   the fd's reader callback (``recv`` then ``protocol.data_received``, or ``get_buffer`` /
   ``recv`` into it / ``buffer_updated`` for a ``BufferedProtocol``), ``write`` (the socket first,
   the buffer for the rest), ``writelines`` (3.12+), the writer callback (one ``sendmsg`` over the
   buffered pieces), ``pause_writing``/``resume_writing`` at the water marks,
-  ``get_write_buffer_size`` and ``is_closing``. Those bound methods are put in each instance's
+  ``get_write_buffer_size``, ``is_closing``, and ``_add_reader`` (which registers the reader
+  in the loop's fd table from Rust; ``__init__`` schedules it with ``call_soon`` after
+  ``connection_made``, as the stdlib does). Those bound methods are put in each instance's
   ``__dict__``: ``transport.write(data)`` is then a single call into Rust, and code that replaces
   ``transport.write`` on an instance (tests do) still can.
 * **Everything else, the stdlib's own functions** (``_borrowing.borrow_into``):
@@ -25,8 +27,10 @@ Where the work is done:
   messages, logging and version differences are CPython's own.
 * **One state.** Those functions read and assign the private attributes they always did
   (``_closing``, ``_conn_lost``, ``_protocol``, ``_sock``, ``_loop``, ``_buffer``, ...). Here each
-  is a property over the Rust core's field, so both halves see the same value. ``_buffer`` is the
-  native write buffer: ``len()`` (unsent bytes), truth and ``clear()``.
+  is a native data descriptor over the Rust core's field (``TransportCore._attributes()``; the
+  fields and their names are declared once, in ``transport/state.rs``), so both halves see the
+  same value. ``_buffer`` is the native write buffer: ``len()`` (unsent bytes), truth and
+  ``clear()``.
 * **Version differences kept:** 3.11 inherits ``WriteTransport.writelines`` (``b''.join`` then
   ``self.write``); 3.12+ gets the native one with 3.12's messages. ``Server._attach``/``_detach``
   take the transport on 3.13 only (detected from the installed ``Server``).
@@ -43,8 +47,6 @@ Deviations, each deliberate (``docs/semantics.md``):
   ``max_size`` on a transport has no effect.
 """
 
-import operator
-import types
 from asyncio import base_events, constants, futures, protocols, selector_events, transports
 from asyncio import trsock
 
@@ -58,50 +60,13 @@ _SERVER_TRACKS_CLIENTS = base_events.Server._attach.__code__.co_argcount == 2
 # 3.12+ defines its own writelines (one sendmsg over every piece).
 _NATIVE_WRITELINES = "writelines" in selector_events._SelectorSocketTransport.__dict__
 
-# What the properties read before the core exists (a constructor that failed early): the
-# stdlib's class-level defaults, e.g. ``_sock = None`` that ``__del__`` relies on.
-_NO_CORE = types.SimpleNamespace(
-    loop=None, sock=None, sock_fd=-1, protocol=None, empty_waiter=None, server=None,
-    protocol_connected=False, closing=False, eof=False, paused=False, protocol_paused=False,
-    conn_lost=0, high_water=64 * 1024, low_water=16 * 1024, _buffer=b"",
-)
-
-
-def _core_attr(name, readonly=False):
-    getter = operator.attrgetter(f"_core.{name}")
-    if readonly:
-        return property(getter)
-
-    def setter(self, value):
-        setattr(self._core, name, value)
-
-    return property(getter, setter)
-
-
 class _TransportLayer(transports._FlowControlMixin, transports.Transport):
     """``selector_events._SelectorTransport``: the stdlib's functions over the native state."""
 
     max_size = 256 * 1024  # as the stdlib's class says; reads take up to this much at once
 
-    _core = _NO_CORE
-
-    # The stdlib's private attributes, as properties over the Rust core's fields. _loop,
-    # _protocol_paused, _high_water and _low_water override _FlowControlMixin's slots.
-    _loop = _core_attr("loop")
-    _sock = _core_attr("sock")
-    _sock_fd = _core_attr("sock_fd")
-    _protocol = _core_attr("protocol")
-    _empty_waiter = _core_attr("empty_waiter")
-    _server = _core_attr("server")
-    _protocol_connected = _core_attr("protocol_connected")
-    _closing = _core_attr("closing")
-    _eof = _core_attr("eof")
-    _paused = _core_attr("paused")
-    _protocol_paused = _core_attr("protocol_paused")
-    _conn_lost = _core_attr("conn_lost")
-    _high_water = _core_attr("high_water")
-    _low_water = _core_attr("low_water")
-    _buffer = _core_attr("_buffer", readonly=True)
+    # The stdlib's private attributes (_loop, _sock, _closing, ..., _buffer) are set on the class
+    # below: native descriptors over the core's fields, declared once in Rust.
 
     def __init__(self, loop, sock, protocol, extra=None, server=None):
         core = _native.TransportCore(self, loop, sock)
@@ -113,6 +78,7 @@ class _TransportLayer(transports._FlowControlMixin, transports.Transport):
             d["writelines"] = core.writelines
         d["_read_ready"] = core._read_ready
         d["_write_ready"] = core._write_ready
+        d["_add_reader"] = core._add_reader
         d["get_write_buffer_size"] = core.get_write_buffer_size
         d["is_closing"] = core.is_closing
 
@@ -157,6 +123,9 @@ class _TransportLayer(transports._FlowControlMixin, transports.Transport):
     def _write_ready(self):
         self._core._write_ready()
 
+    def _add_reader(self, fd, callback):
+        self._core._add_reader(fd, callback)
+
     def get_write_buffer_size(self):
         return self._core.get_write_buffer_size()
 
@@ -179,9 +148,16 @@ borrow_into(
         "_fatal_error",
         "_force_close",
         "_call_connection_lost",
-        "_add_reader",
     ],
 )
+
+# The stdlib's private attributes, each a data descriptor over the field of the instance's core
+# (`transport._closing` is the core's `closing`): the fields and their names are listed once, in
+# crates/ferroloop-py/src/transport/state.rs. _loop, _protocol_paused, _high_water and
+# _low_water override _FlowControlMixin's slots.
+for _name, _attribute in _native.TransportCore._attributes().items():
+    setattr(_TransportLayer, _name, _attribute)
+del _name, _attribute
 
 
 class _SelectorSocketTransport(_TransportLayer):

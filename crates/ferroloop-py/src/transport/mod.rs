@@ -1,0 +1,216 @@
+//! The per-packet half of ferroloop's TCP and Unix stream transports.
+//!
+//! `python/ferroloop/_transport.py` defines the transport class users see: a subclass of
+//! `asyncio.transports._FlowControlMixin` and `asyncio.Transport` (so `isinstance` checks and the
+//! stdlib's sendfile fallback accept it), whose rare paths (close, abort, fatal errors,
+//! `connection_lost`, EOF, sendfile waiters, repr) are the stdlib's own functions. Its state, and
+//! everything done once per read or write, live here in `TransportCore`:
+//!
+//! * `state.rs`: the fields, declared once (`transport_state!`), and the descriptors that make
+//!   them the Python class's private attributes (`transport._closing` is the core's `closing`).
+//! * `read.rs`: `_add_reader` (into the loop's fd table, Rust to Rust) and `_read_ready`, the
+//!   fd's reader callback. One `recv` into a per-thread buffer, then
+//!   `protocol.data_received(bytes)`; for a `BufferedProtocol`, `get_buffer(-1)`, `recv` straight
+//!   into the buffer it returned, `buffer_updated(n)`.
+//! * `write.rs`: `write` / `writelines` try the socket at once and buffer only what it did not
+//!   take; the writer callback `_write_ready` sends the buffer with one `sendmsg`;
+//!   `pause_writing`/`resume_writing` at the high and low water marks. `buffer.rs`: the buffer.
+//! * `names.rs`: every Python name called from here. `sys.rs`: fds, buffers, errno.
+//!
+//! The Python class publishes the core's bound methods in each instance's `__dict__`, so that
+//! `transport.write(data)` is one vectorcall into Rust (and a test can still monkeypatch
+//! `transport.write`).
+//!
+//! Error paths follow `selector_events._SelectorSocketTransport` line by line: `BlockingIOError`
+//! and `InterruptedError` are retried on the next readiness, any other exception goes to the
+//! transport's `_fatal_error(exc, message)` with the stdlib's message, and `SystemExit` /
+//! `KeyboardInterrupt` propagate out of the callback.
+
+mod buffer;
+mod names;
+mod read;
+mod state;
+mod sys;
+mod write;
+
+pub use buffer::WriteBuffer;
+
+use crate::gil::GilCell;
+use crate::loop_core::LoopCore;
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use pyo3::{PyTraverseError, PyVisit};
+use rustix::io::Errno;
+use state::{TState, TransportAttribute};
+use std::os::fd::RawFd;
+use sys::{errno_error, is_exit};
+
+/// The native state and hot paths of a socket transport (module comment).
+#[pyclass(frozen, module = "ferroloop._native", name = "TransportCore")]
+pub struct TransportCore {
+    st: GilCell<TState>,
+    buffer: Py<WriteBuffer>,
+}
+
+impl TransportCore {
+    /// The Python transport object.
+    fn transport<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        match &self.st.borrow(py).transport {
+            Some(t) => t.bind(py).clone(),
+            None => py.None().into_bound(py),
+        }
+    }
+
+    fn protocol<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        match &self.st.borrow(py).protocol {
+            Some(p) => p.bind(py).clone(),
+            None => py.None().into_bound(py),
+        }
+    }
+
+    fn loop_core<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, LoopCore>> {
+        let lp = self
+            .st
+            .borrow(py)
+            .loop_
+            .as_ref()
+            .map(|l| l.bind(py).clone());
+        match lp {
+            Some(l) => Ok(l.cast_into::<LoopCore>()?),
+            None => Err(PyRuntimeError::new_err("the transport has no event loop")),
+        }
+    }
+
+    /// The socket's fd, asked of the socket object itself: a socket closed behind the
+    /// transport's back gives `EBADF` (as `sock.send` would) instead of a reused number.
+    fn live_fd(&self, py: Python<'_>) -> PyResult<RawFd> {
+        let sock = self.st.borrow(py).sock.as_ref().map(|s| s.clone_ref(py));
+        let Some(sock) = sock else {
+            return Err(errno_error(Errno::BADF));
+        };
+        let fd: RawFd = sock.bind(py).call_method0(names::fileno(py))?.extract()?;
+        if fd < 0 {
+            return Err(errno_error(Errno::BADF));
+        }
+        Ok(fd)
+    }
+
+    /// `transport._fatal_error(exc, message)`.
+    fn fatal(&self, py: Python<'_>, exc: PyErr, message: &str) -> PyResult<()> {
+        self.transport(py)
+            .call_method1(names::fatal_error(py), (exc.into_value(py), message))?;
+        Ok(())
+    }
+
+    /// A protocol call's outcome: on failure other than SystemExit/KeyboardInterrupt,
+    /// `_fatal_error`.
+    fn protocol_call<'py>(
+        &self,
+        py: Python<'py>,
+        res: PyResult<Bound<'py, PyAny>>,
+        message: &str,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        match res {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if is_exit(py, &e) => Err(e),
+            Err(e) => {
+                self.fatal(py, e, message)?;
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// What Python calls: each entry is the stdlib method of the same name, implemented in the file
+/// named in the module comment (one `#[pymethods]` block per class).
+#[pymethods]
+impl TransportCore {
+    #[new]
+    fn py_new(
+        py: Python<'_>,
+        transport: Py<PyAny>,
+        loop_: Py<PyAny>,
+        sock: Bound<'_, PyAny>,
+    ) -> PyResult<Self> {
+        let fd: RawFd = sock.call_method0(names::fileno(py))?.extract()?;
+        let mut st = TState::initial();
+        st.transport = Some(transport);
+        st.loop_ = Some(loop_);
+        st.sock = Some(sock.unbind());
+        st.fd = fd;
+        Ok(TransportCore {
+            st: GilCell::new(st),
+            buffer: Py::new(py, WriteBuffer::default())?,
+        })
+    }
+
+    /// The descriptors of the stdlib's private attributes (`_loop`, `_closing`, ..., `_buffer`)
+    /// by name, for the Python transport class (`state.rs`).
+    #[staticmethod]
+    fn _attributes(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+        TransportAttribute::all(py)
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // SAFETY: called by CPython's collector as tp_traverse, with the GIL held; the token
+        // only borrows the transport's state (gil.rs, `traverse_token`).
+        let py = unsafe { crate::gil::traverse_token() };
+        if let Some(st) = self.st.borrow_for_traverse(py) {
+            st.traverse(&visit)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        Python::attach(|py| {
+            let taken = self.st.borrow_mut(py).take_objects();
+            drop(taken); // outside the borrow
+        });
+    }
+
+    /// `set_protocol`: the protocol, whether it is a `BufferedProtocol`, and `_protocol_connected`.
+    fn _set_protocol(&self, py: Python<'_>, protocol: Py<PyAny>, buffered: bool) {
+        let old = {
+            let mut st = self.st.borrow_mut(py);
+            st.buffered = buffered;
+            st.protocol_connected = true;
+            st.protocol.replace(protocol)
+        };
+        drop(old);
+    }
+
+    /// `_SelectorTransport._add_reader(fd, callback)` (read.rs). The stdlib's socket transport
+    /// functions call it with these two arguments only.
+    fn _add_reader(&self, py: Python<'_>, fd: RawFd, callback: Bound<'_, PyAny>) -> PyResult<()> {
+        self.add_reader_impl(py, fd, callback)
+    }
+
+    /// The fd's reader callback (`_SelectorSocketTransport._read_ready`, read.rs).
+    fn _read_ready(&self, py: Python<'_>) -> PyResult<()> {
+        self.read_ready_impl(py)
+    }
+
+    /// `transport.write(data)` (write.rs).
+    fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        Self::write_impl(slf, data)
+    }
+
+    /// `transport.writelines(list_of_data)`, 3.12+ (write.rs).
+    fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
+        Self::writelines_impl(slf, list_of_data)
+    }
+
+    /// The fd's writer callback (`_SelectorSocketTransport._write_ready`, write.rs).
+    fn _write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::write_ready_impl(slf)
+    }
+
+    fn get_write_buffer_size(&self, py: Python<'_>) -> usize {
+        self.buffer.get().size(py)
+    }
+
+    fn is_closing(&self, py: Python<'_>) -> bool {
+        self.st.borrow(py).closing
+    }
+}
