@@ -150,7 +150,8 @@ _borrow_into(
 
 class _PySocketTransport(selector_events._SelectorSocketTransport):
     """The stdlib's socket transport, reading into the loop's reusable buffer (module docstring).
-    Used only when ``FERROLOOP_PY_TRANSPORTS=1`` (the native one is ``_transport.py``'s)."""
+    Used only when ``FERROLOOP_PY_TRANSPORTS=1`` (the native one is ``_transport.py``'s);
+    ``tests/test_py_transport_fallback.py`` runs the stream transport tests on it."""
 
     def _read_ready__data_received(self):
         if self._conn_lost:
