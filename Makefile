@@ -132,3 +132,39 @@ test-fallback: build ## ferroloop without epoll_pwait2: pytest with it failing (
 	$(INJECT)EPERM $(VPY) tests/test_poll_fallback.py
 	@n=$$(grep -c 'epoll_pwait2(.*= -1 EPERM.*(INJECTED)' $(STRACE_LOG)); \
 	  echo "epoll_pwait2 refused with EPERM in $$n process"; test "$$n" -eq 1
+
+# Portable wheels (not part of `make test`: a release build per interpreter, a few minutes).
+# zig (PyPI's ziglang) links against glibc 2.28's symbols, so the wheels install on any Linux with
+# glibc 2.28+ (manylinux_2_28: RHEL/Alma 8, Debian 10, Ubuntu 18.10 and later); musllinux_1_2
+# wheels (Alpine 3.13+) when rustup has the x86_64-unknown-linux-musl target. Each glibc wheel is
+# then installed into a fresh virtualenv of its Python and runs examples/hello.py there
+# (tests/wheels/check.py, which also prints the tags and `auditwheel show`).
+WHEELS_DIR ?= target/wheels-dist
+WHEEL_PYTHONS ?= 3.11 3.12 3.13
+WHEEL_TOOLS := ziglang==0.17.0 auditwheel==6.8.2
+.PHONY: wheels
+wheels: $(STAMP) ## manylinux_2_28 (and musllinux_1_2) wheels for 3.11-3.13 in target/wheels-dist, each checked in a fresh venv
+	$(VPY) -m pip install -q --disable-pip-version-check $(WHEEL_TOOLS)
+	rm -rf $(WHEELS_DIR)
+	@set -e; start=$$(date +%s); checks=""; \
+	musl=$$(rustup target list --installed 2>/dev/null | grep -x x86_64-unknown-linux-musl || true); \
+	for v in $(WHEEL_PYTHONS); do \
+	  py=$$(ls -d $(PYENV_VERSIONS)/$$v.*/bin/python | sort -V | tail -1); \
+	  test -x "$$py" || { echo "no Python $$v under $(PYENV_VERSIONS)" >&2; exit 1; }; \
+	  echo "== Python $$v ($$py): manylinux_2_28"; \
+	  PATH=$(abspath $(VENV))/bin:$$PATH CARGO_TARGET_DIR=target/wheels-build $(VENV)/bin/maturin build -q --release \
+	    --zig --compatibility manylinux_2_28 -i $$py -o $(WHEELS_DIR); \
+	  if [ -n "$$musl" ]; then \
+	    echo "== Python $$v ($$py): musllinux_1_2"; \
+	    PATH=$(abspath $(VENV))/bin:$$PATH CARGO_TARGET_DIR=target/wheels-build $(VENV)/bin/maturin build -q --release \
+	      --zig --target x86_64-unknown-linux-musl --compatibility musllinux_1_2 -i python$$v -o $(WHEELS_DIR); \
+	  fi; \
+	  checks="$$checks --python $$v=$$py"; \
+	done; \
+	[ -n "$$musl" ] || echo "musllinux skipped: rustup target add x86_64-unknown-linux-musl to build it"; \
+	$(VPY) tests/wheels/check.py $(WHEELS_DIR) $$checks; \
+	echo "make wheels: $$(( $$(date +%s) - start )) s"
+
+.PHONY: bench-prod
+bench-prod: build ## cost of production mode (the blocked-loop watchdog): paired rounds, watchdog off vs on
+	$(VPY) bench/prod_overhead.py $(ARGS)
