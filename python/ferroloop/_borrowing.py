@@ -1,43 +1,123 @@
-"""Using the stdlib's own functions as methods of ferroloop's classes.
+"""Using the stdlib's own functions as methods of ferroloop's classes: one call, ``borrow``.
 
-ferroloop's loop and transports take most of their rarely-run code from the installed asyncio
-(``_loop.py``, ``_net.py``, ``_transport.py``): its behaviour, messages and version differences
-(3.11, 3.12, 3.13) are then CPython's by construction. Two helpers do the borrowing.
+ferroloop's loop and stream transport take most of their rarely-run code from the installed
+asyncio (``_loop.py``, ``_net.py``, ``_transport.py``; also ``_compat.py`` for handle reprs): its
+behaviour, messages and version differences (3.11, 3.12, 3.13) are then CPython's by
+construction. That code runs with a ferroloop object as ``self`` and reads the private
+attributes the stdlib's classes have; which ones, per Python version, is recorded in
+``tests/borrowed_manifest/`` and checked by ``tests/test_borrowed_manifest.py``
+(``docs/borrowing.md``).
+
+``borrow(source, name)`` returns the function ``source.__dict__[name]`` (the stdlib class's own
+attribute, not an inherited one). It fails loudly, with a ``BorrowError`` (an
+``AttributeError``) naming the class, the name and the running Python, when the name is missing:
+at ``import ferroloop``, not at the first call. A name that exists only on some Python versions
+is declared in ``_borrowed.py`` (``VERSIONED``, with ``since``/``until``); ``borrow_into`` skips
+such a name outside its declared versions, and nothing else is ever skipped.
+
+Two variants, both explicit keywords of the same call:
+
+* ``super_layer=cls``: the function uses zero-argument ``super()`` (its code has a ``__class__``
+  cell naming its stdlib class, so ``super()`` would fail on a ferroloop object). It is borrowed as
+  a copy of the same code whose ``__class__`` cell is ``cls``, the ferroloop class it is put on,
+  so ``super()`` continues with the next class of ferroloop's MRO. ``borrow`` refuses a function
+  that uses ``super()`` when no ``super_layer`` is given (it would fail at its first call).
+* ``globals={name: value}``: a copy of the function that sees ``value`` in place of its module's
+  global ``name`` (the stdlib's ``_make_ssl_transport`` builds ``_SelectorSocketTransport`` by
+  name: it gets ferroloop's transport). The copy's globals are a snapshot of the module's taken
+  at import: a later monkeypatch of that stdlib module is not seen by that one copy.
+
+Copies keep the code, defaults, names, docstring, annotations and attributes, with
+``__wrapped__`` set to the stdlib original. ``borrow_into(layer, source, names)`` is ``borrow``
+for several names, each put on ``layer`` with ``super_layer=layer``.
 """
 
 import types
 
-__all__ = ["rebind_super", "borrow_into"]
+from . import _borrowed
+
+__all__ = ["BorrowError", "borrow", "borrow_into"]
 
 
-def rebind_super(func, layer):
-    """``func`` itself, or, when it uses zero-argument ``super()``, a copy of it (same code,
-    globals, defaults, annotations, name) whose ``__class__`` cell is ``layer``."""
+class BorrowError(AttributeError):
+    """A stdlib function ferroloop borrows is missing (or cannot be borrowed as declared)."""
+
+
+def borrow(source, name, *, super_layer=None, globals=None):
+    """The stdlib's ``source.<name>``, to use as a method of a ferroloop class (module
+    docstring): the function itself, or a copy of it with ``super_layer``/``globals``."""
+    func = source.__dict__.get(name)
+    if func is None:
+        raise BorrowError(_missing(source, name))
     code = getattr(func, "__code__", None)
-    if code is None or "__class__" not in code.co_freevars:
+    if code is None:
+        raise BorrowError(f"ferroloop borrows {_where(source, name)}, which is not a function "
+                          f"on {_python()}: {func!r}")
+    closure = func.__closure__
+    if "__class__" in code.co_freevars:
+        if super_layer is None:
+            raise BorrowError(f"{_where(source, name)} calls zero-argument super(): borrow it with "
+                              f"super_layer= (or borrow_into), naming the class it is put on")
+        closure = tuple(
+            types.CellType(super_layer) if var == "__class__" else cell
+            for var, cell in zip(code.co_freevars, closure)
+        )
+    if globals is not None:
+        missing = sorted(set(globals) - set(func.__globals__))
+        if missing:
+            raise BorrowError(f"{_where(source, name)}: globals= replaces {missing}, which its "
+                              f"module does not define on {_python()}")
+        scope = dict(func.__globals__)
+        scope.update(globals)
+    else:
+        scope = func.__globals__
+    if closure is func.__closure__ and scope is func.__globals__:
         return func
-    closure = tuple(
-        types.CellType(layer) if name == "__class__" else cell
-        for name, cell in zip(code.co_freevars, func.__closure__)
-    )
-    return _copy(func, func.__globals__, closure)
+    return _copy(func, scope, closure)
 
 
-def borrow_into(layer, source, names):
-    """Put the stdlib's ``source.<name>`` on ``layer`` for each name this Python defines."""
+def borrow_into(layer, source, names, *, globals=None):
+    """``setattr(layer, name, borrow(source, name, super_layer=layer, globals=globals))`` for
+    each name, except a name that ``_borrowed.VERSIONED`` declares absent on this Python."""
     for name in names:
-        if name in source.__dict__:  # names differ between 3.11, 3.12 and 3.13
-            setattr(layer, name, rebind_super(source.__dict__[name], layer))
+        if _declared_absent(source, name):
+            continue
+        setattr(layer, name, borrow(source, name, super_layer=layer, globals=globals))
 
 
-def with_globals(func, **names):
-    """A copy of ``func`` (same code, defaults, closure, name) that sees ``names`` in place of
-    its module's globals of those names. For a stdlib function that builds a stdlib class by
-    name where ferroloop has its own (``_make_ssl_transport`` builds ``_SelectorSocketTransport``).
-    The copy's globals are a snapshot of the module's plus ``names``."""
-    scope = dict(func.__globals__)
-    scope.update(names)
-    return _copy(func, scope, func.__closure__)
+def _declared_absent(source, name):
+    versions = _borrowed.VERSIONED.get(_where(source, name))
+    if versions is None:
+        return False
+    from . import _compat  # imported here: _compat itself borrows (handle reprs)
+
+    return not _compat.version_in(**versions)
+
+
+def _where(source, name):
+    return f"{source.__module__}.{source.__qualname__}.{name}"
+
+
+def _python():
+    import platform
+
+    return f"Python {platform.python_version()}"
+
+
+def _missing(source, name):
+    where = _where(source, name)
+    versions = _borrowed.VERSIONED.get(where)
+    if versions is None:
+        return (f"ferroloop borrows {where}, which {_python()} does not define. If it exists only "
+                f"on some Python versions, declare them in ferroloop/_borrowed.py (VERSIONED) and "
+                f"borrow it with borrow_into; otherwise the stdlib changed: see docs/borrowing.md")
+    declared = ", ".join(f"{k}={v}" for k, v in versions.items())
+    if _declared_absent(source, name):
+        return (f"ferroloop borrows {where}, which {_python()} does not define, as declared in "
+                f"ferroloop/_borrowed.py ({declared}): borrow it with borrow_into, which skips it "
+                f"on this version")
+    return (f"ferroloop borrows {where}, declared in ferroloop/_borrowed.py with {declared}, "
+            f"but {_python()} does not define it: the declaration is wrong")
 
 
 def _copy(func, scope, closure):

@@ -14,6 +14,13 @@ call into the installed ``asyncio``) or switches on ``sys.version_info`` here, n
   implementation stays, as ``asyncio.events._DefaultEventLoopPolicy`` (3.14) /
   ``unix_events._UnixDefaultEventLoopPolicy``, which is what is used here.
 - ``POLICY_DEPRECATED``: 3.14+, where ``python -m ferroloop`` must not rely on the policy system.
+- ``SERVER_ATTACH_TAKES_TRANSPORT``: 3.13's ``Server._attach``/``_detach`` take the transport
+  (kept in ``server._clients`` for ``close_clients``/``abort_clients``); 3.11-3.12's take nothing.
+- ``TRANSPORT_WRITELINES``: 3.12+'s ``_SelectorSocketTransport`` defines its own ``writelines``
+  (one ``sendmsg``); 3.11 inherits ``WriteTransport.writelines``. ``_transport.py`` publishes the
+  native one on 3.12+ only.
+- ``version_in(since, until)``: whether the running Python is in a range declared in
+  ``_borrowed.py`` (``VERSIONED``: stdlib functions that exist on some versions only).
 - ``new_child_watcher``: 3.14 removed child watchers from the policy; its loop creates its own in
   ``_UnixSelectorEventLoop.__init__`` (``self._watcher``, pidfd where available, else a waitpid
   thread), which its ``_make_subprocess_transport`` reads. ferroloop's ``Loop`` does the same
@@ -23,22 +30,40 @@ call into the installed ``asyncio``) or switches on ``sys.version_info`` here, n
 import sys
 from asyncio import events, format_helpers, unix_events
 
+from ._borrowing import borrow
+
 __all__ = [
     "DEFAULT_POLICY_BASE",
     "POLICY_DEPRECATED",
+    "SERVER_ATTACH_TAKES_TRANSPORT",
+    "TRANSPORT_WRITELINES",
     "format_callback_source",
     "handle_repr",
     "new_child_watcher",
+    "version_in",
 ]
 
 PY312 = sys.version_info >= (3, 12)
 PY313 = sys.version_info >= (3, 13)
 PY314 = sys.version_info >= (3, 14)
 
+
+def version_in(since=None, until=None):
+    """Whether this Python is at least ``since`` and below ``until`` ((major, minor) tuples)."""
+    here = sys.version_info[:2]
+    return (since is None or here >= since) and (until is None or here < until)
+
+
+# ----------------------------------------------------------------------------------------------
+# Transports
+
+SERVER_ATTACH_TAKES_TRANSPORT = PY313
+TRANSPORT_WRITELINES = PY312
+
 # ----------------------------------------------------------------------------------------------
 # Handles: repr and the callback-error message
 
-_stdlib_repr_info = events.Handle.__dict__["_repr_info"]
+_stdlib_repr_info = borrow(events.Handle, "_repr_info")
 
 if PY313:
     # 3.13+: a callback's arguments are shown only in debug mode (they may hold secrets).

@@ -5,10 +5,12 @@ callback, timer or fd event: ``call_soon``, ``call_later``, ``call_at``,
 ``call_soon_threadsafe``, ``time``, the turn itself and fd watching. This module adds what is done
 once per run or per setup, in Python, where it is easiest to keep identical to the stdlib.
 
-Where the stdlib's own implementation of a per-setup method is plain Python that only talks to the
-loop through its public API and a few attributes initialised in ``__init__`` below, ferroloop uses
-that very function (``_borrow``): its behaviour, messages and version differences (3.11, 3.12,
-3.13) are then the installed stdlib's by construction, not a copy that drifts.
+Where the stdlib's own implementation of a per-setup method is plain Python, ferroloop uses that
+very function (``_borrowing.borrow``): its behaviour, messages and version differences (3.11,
+3.12, 3.13) are then the installed stdlib's by construction, not a copy that drifts. That code
+reads private attributes of the loop, which ``__init__`` below (or ``LoopCore``, or a property)
+provides; the list per Python version is ``tests/borrowed_manifest/<version>.toml``, checked by
+``tests/test_borrowed_manifest.py`` (docs/borrowing.md).
 """
 
 import asyncio
@@ -21,6 +23,7 @@ from asyncio import base_events, coroutines, events, format_helpers, unix_events
 from asyncio.log import logger
 
 from . import _compat, _diagnostics, _native, _production, _resolve
+from ._borrowing import borrow
 from ._net import NetworkingMixin
 
 __all__ = ["Loop"]
@@ -28,10 +31,9 @@ __all__ = ["Loop"]
 _Base = base_events.BaseEventLoop
 _Unix = unix_events._UnixSelectorEventLoop
 
-
-def _borrow(cls, name):
-    """The stdlib's implementation of ``cls.name``, to use as a method of ``Loop``."""
-    return cls.__dict__[name]
+# The stdlib's methods that Loop's own methods call with the loop as self.
+_stdlib_set_debug = borrow(_Base, "set_debug")
+_stdlib_call_exception_handler = borrow(_Base, "call_exception_handler")
 
 
 class Loop(_native.LoopCore, NetworkingMixin, asyncio.AbstractEventLoop):
@@ -167,10 +169,10 @@ class Loop(_native.LoopCore, NetworkingMixin, asyncio.AbstractEventLoop):
         except (ValueError, OSError):
             pass
 
-    run_until_complete = _borrow(_Base, "run_until_complete")
-    is_running = _borrow(_Base, "is_running")
-    _check_running = _borrow(_Base, "_check_running")
-    _check_closed = _borrow(_Base, "_check_closed")
+    run_until_complete = borrow(_Base, "run_until_complete")
+    is_running = borrow(_Base, "is_running")
+    _check_running = borrow(_Base, "_check_running")
+    _check_closed = borrow(_Base, "_check_closed")
 
     def close(self):
         """Close the loop: drop pending callbacks, release its file descriptors, shut down the
@@ -203,23 +205,23 @@ class Loop(_native.LoopCore, NetworkingMixin, asyncio.AbstractEventLoop):
             self._signal_handlers.clear()
         self._close_self_pipe()
 
-    __del__ = _borrow(_Base, "__del__")
-    __repr__ = _borrow(_Base, "__repr__")
+    __del__ = borrow(_Base, "__del__")
+    __repr__ = borrow(_Base, "__repr__")
 
     # ----------------------------------------------------------------------------------------
     # Futures and tasks
 
     # create_future and create_task are native; the stdlib's create_task runs when a task
     # factory is set or in debug mode (where it also trims the task's creation traceback).
-    _create_task_py = _borrow(_Base, "create_task")
-    set_task_factory = _borrow(_Base, "set_task_factory")
-    get_task_factory = _borrow(_Base, "get_task_factory")
+    _create_task_py = borrow(_Base, "create_task")
+    set_task_factory = borrow(_Base, "set_task_factory")
+    get_task_factory = borrow(_Base, "get_task_factory")
 
     # ----------------------------------------------------------------------------------------
     # Debug mode
 
     def set_debug(self, enabled):
-        _Base.set_debug(self, enabled)
+        _stdlib_set_debug(self, enabled)
         if self.is_running() and enabled:
             self.call_soon_threadsafe(self._start_diagnostics)
 
@@ -238,9 +240,9 @@ class Loop(_native.LoopCore, NetworkingMixin, asyncio.AbstractEventLoop):
                 watchdog.stop()
             finally:
                 _diagnostics.uninstall_unawaited_hook()
-    _set_coroutine_origin_tracking = _borrow(_Base, "_set_coroutine_origin_tracking")
-    _check_callback = _borrow(_Base, "_check_callback")
-    _check_thread = _borrow(_Base, "_check_thread")
+    _set_coroutine_origin_tracking = borrow(_Base, "_set_coroutine_origin_tracking")
+    _check_callback = borrow(_Base, "_check_callback")
+    _check_thread = borrow(_Base, "_check_thread")
 
     @property
     def _debug(self):
@@ -287,15 +289,15 @@ class Loop(_native.LoopCore, NetworkingMixin, asyncio.AbstractEventLoop):
     # ----------------------------------------------------------------------------------------
     # Exception handling
 
-    get_exception_handler = _borrow(_Base, "get_exception_handler")
-    set_exception_handler = _borrow(_Base, "set_exception_handler")
-    default_exception_handler = _borrow(_Base, "default_exception_handler")
+    get_exception_handler = borrow(_Base, "get_exception_handler")
+    set_exception_handler = borrow(_Base, "set_exception_handler")
+    default_exception_handler = borrow(_Base, "default_exception_handler")
     def call_exception_handler(self, context):
         if self._debug:
             _diagnostics.on_exception_context(context)
-        _Base.call_exception_handler(self, context)
+        _stdlib_call_exception_handler(self, context)
 
-    call_exception_handler.__doc__ = _Base.call_exception_handler.__doc__
+    call_exception_handler.__doc__ = _stdlib_call_exception_handler.__doc__
 
     # ----------------------------------------------------------------------------------------
     # Production mode (_production.py; begin): the blocked-loop report without debug mode
@@ -339,26 +341,24 @@ class Loop(_native.LoopCore, NetworkingMixin, asyncio.AbstractEventLoop):
     # ----------------------------------------------------------------------------------------
     # Async generators
 
-    _asyncgen_finalizer_hook = _borrow(_Base, "_asyncgen_finalizer_hook")
-    _asyncgen_firstiter_hook = _borrow(_Base, "_asyncgen_firstiter_hook")
-    shutdown_asyncgens = _borrow(_Base, "shutdown_asyncgens")
+    _asyncgen_finalizer_hook = borrow(_Base, "_asyncgen_finalizer_hook")
+    _asyncgen_firstiter_hook = borrow(_Base, "_asyncgen_firstiter_hook")
+    shutdown_asyncgens = borrow(_Base, "shutdown_asyncgens")
 
     # ----------------------------------------------------------------------------------------
     # Executor
 
-    run_in_executor = _borrow(_Base, "run_in_executor")
-    set_default_executor = _borrow(_Base, "set_default_executor")
-    shutdown_default_executor = _borrow(_Base, "shutdown_default_executor")
-    if "_do_shutdown" in _Base.__dict__:
-        _do_shutdown = _borrow(_Base, "_do_shutdown")
-    if "_check_default_executor" in _Base.__dict__:
-        _check_default_executor = _borrow(_Base, "_check_default_executor")
+    run_in_executor = borrow(_Base, "run_in_executor")
+    set_default_executor = borrow(_Base, "set_default_executor")
+    shutdown_default_executor = borrow(_Base, "shutdown_default_executor")
+    _do_shutdown = borrow(_Base, "_do_shutdown")
+    _check_default_executor = borrow(_Base, "_check_default_executor")
 
     # ----------------------------------------------------------------------------------------
     # Name resolution: in the default executor (the stdlib's code), except numeric hosts, which
     # are answered on the loop thread (_resolve.py)
 
-    _getaddrinfo_debug = _borrow(_Base, "_getaddrinfo_debug")
+    _getaddrinfo_debug = borrow(_Base, "_getaddrinfo_debug")
     getaddrinfo = _resolve.getaddrinfo
     getnameinfo = _resolve.getnameinfo
 
@@ -403,11 +403,11 @@ class Loop(_native.LoopCore, NetworkingMixin, asyncio.AbstractEventLoop):
     # ----------------------------------------------------------------------------------------
     # Signals (unix_events' implementation over a self-pipe that is created on first use)
 
-    add_signal_handler = _borrow(_Unix, "add_signal_handler")
-    remove_signal_handler = _borrow(_Unix, "remove_signal_handler")
-    _handle_signal = _borrow(_Unix, "_handle_signal")
-    _check_signal = _borrow(_Unix, "_check_signal")
-    _process_self_data = _borrow(_Unix, "_process_self_data")
+    add_signal_handler = borrow(_Unix, "add_signal_handler")
+    remove_signal_handler = borrow(_Unix, "remove_signal_handler")
+    _handle_signal = borrow(_Unix, "_handle_signal")
+    _check_signal = borrow(_Unix, "_check_signal")
+    _process_self_data = borrow(_Unix, "_process_self_data")
 
     @property
     def _csock(self):

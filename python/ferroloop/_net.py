@@ -1,10 +1,18 @@
 """Networking, TLS, UDP, pipes and subprocesses for ferroloop.Loop: the stdlib's own code.
 
-Step 1 of networking makes it *work*, with the stdlib's exact semantics, before any transport
-moves to Rust. As in ``_loop.py`` (``_borrow``), every method here is the installed stdlib's own
-function, used as a method of ``Loop``: the selector transports, ``Server``, the SSL protocol,
-the pipe and subprocess transports, their messages and their version differences (3.11, 3.12,
-3.13) are then CPython's by construction. What that code needs from the loop is small:
+Every method here is the installed stdlib's own function, used as a method of ``Loop``
+(``_borrowing.borrow_into``, one ``borrow`` per name, which fails ``import ferroloop`` when a name
+is missing; the two names that exist on some versions only are declared in ``_borrowed.py``):
+the selector transports, ``Server``, the SSL protocol, the pipe and subprocess transports, their
+messages and their version differences (3.11, 3.12, 3.13) are then CPython's by construction.
+
+That code is not limited to the loop's public API: it reads and assigns the private attributes
+of ``BaseEventLoop`` and ``BaseSelectorEventLoop`` (``_check_closed``, ``_transports``,
+``_make_socket_transport``, ``_sock_recv``, ``_start_serving``, ...; 3.13's ``_stop_serving``
+also ``_unix_server_sockets``). The exact list for each Python version, function by function, is
+``tests/borrowed_manifest/<version>.toml``, which ``tests/test_borrowed_manifest.py`` regenerates
+from the installed stdlib; the same test checks that each private attribute read exists on a
+``Loop``. What ferroloop provides for that code:
 
 * fd watching: ``_add_reader(fd, cb, *args)`` / ``_remove_reader(fd)`` and the writer pair,
   returning the handle / a bool, replacing and cancelling a previous handle, cancelling the handle
@@ -15,6 +23,8 @@ the pipe and subprocess transports, their messages and their version differences
   ``_ensure_fd_no_transport`` first, as ``selector_events`` does.
 * ``self._unix_server_sockets`` (3.13+): listening Unix sockets whose path ``_stop_serving``
   unlinks; set in ``Loop.__init__``.
+* the other private methods that code calls on ``self``: the borrowed functions themselves,
+  layered as below.
 
 Adaptations (each one faithful, none changes behaviour):
 
@@ -27,7 +37,11 @@ Adaptations (each one faithful, none changes behaviour):
   naming its stdlib class (3.13's ``_UnixSelectorEventLoop._stop_serving`` does); ``super()``
   would then fail, ``Loop`` not being that class. Such functions are borrowed as a copy of the
   very same code object whose ``__class__`` cell names the layer they are borrowed into, so
-  ``super()`` continues with the next layer: the stdlib's own MRO step (``_rebind_super``).
+  ``super()`` continues with the next layer: the stdlib's own MRO step (``borrow_into`` passes
+  ``super_layer=`` the layer).
+* **``_make_ssl_transport``** builds the stdlib's ``_SelectorSocketTransport`` by name: it is
+  borrowed with ``globals={"_SelectorSocketTransport": ...}`` (a copy seeing ferroloop's stream
+  transport under that name, over a snapshot of ``selector_events``' globals).
 * **``loop._selector``.** The transports' ``__repr__`` (and the pipe transports') ask
   ``loop._selector.get_key(fd).events`` whether their fd is polled for reading/writing
   (``selector_events._test_selector_event``). ferroloop has no ``selectors`` object: its epoll
@@ -59,8 +73,7 @@ import selectors
 from asyncio import base_events, selector_events, unix_events
 
 from . import _transport
-from ._borrowing import borrow_into as _borrow_into
-from ._borrowing import with_globals
+from ._borrowing import borrow, borrow_into
 
 __all__ = ["NetworkingMixin"]
 
@@ -71,7 +84,7 @@ class _BaseNetworking:
     through the ``_make_*_transport`` factories defined by the layers below."""
 
 
-_borrow_into(
+borrow_into(
     _BaseNetworking,
     base_events.BaseEventLoop,
     [
@@ -110,7 +123,7 @@ class _SelectorNetworking(_BaseNetworking):
     co., accepting connections, the ``sock_*`` coroutines, sendfile on a transport."""
 
 
-_borrow_into(
+borrow_into(
     _SelectorNetworking,
     selector_events.BaseSelectorEventLoop,
     [
@@ -195,9 +208,10 @@ _SOCKET_TRANSPORT = (
 
 # The stdlib's _make_ssl_transport builds its own _SelectorSocketTransport by name under the
 # SSLProtocol: the same function, seeing ferroloop's transport under that name.
-_SelectorNetworking._make_ssl_transport = with_globals(
-    selector_events.BaseSelectorEventLoop._make_ssl_transport,
-    _SelectorSocketTransport=_SOCKET_TRANSPORT,
+_SelectorNetworking._make_ssl_transport = borrow(
+    selector_events.BaseSelectorEventLoop,
+    "_make_ssl_transport",
+    globals={"_SelectorSocketTransport": _SOCKET_TRANSPORT},
 )
 
 
@@ -226,7 +240,7 @@ class NetworkingMixin(_SelectorNetworking):
         return None if self.is_closed() else _FdTableView(self)
 
 
-_borrow_into(
+borrow_into(
     NetworkingMixin,
     unix_events._UnixSelectorEventLoop,
     [

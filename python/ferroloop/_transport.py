@@ -19,12 +19,17 @@ Where the work is done:
   ``connection_made``, as the stdlib does). Those bound methods are put in each instance's
   ``__dict__``: ``transport.write(data)`` is then a single call into Rust, and code that replaces
   ``transport.write`` on an instance (tests do) still can.
-* **Everything else, the stdlib's own functions** (``_borrowing.borrow_into``):
-  ``selector_events._SelectorTransport``'s and ``_SelectorSocketTransport``'s ``close``,
-  ``abort``, ``_force_close``, ``_fatal_error``, ``_call_connection_lost``,
+* **Everything else, the stdlib's own functions** (``_borrowing.borrow_into``, which fails
+  ``import ferroloop`` when a name is missing; 3.12+'s ``_SelectorSocketTransport.close`` is
+  declared as such in ``_borrowed.py``): ``selector_events._SelectorTransport``'s and
+  ``_SelectorSocketTransport``'s ``close``, ``abort``, ``_force_close``, ``_fatal_error``,
+  ``_call_connection_lost`` (which calls ``super()``: borrowed with ``super_layer=``),
   ``_read_ready__on_eof``, ``write_eof``, ``pause_reading``/``resume_reading``, the sendfile
-  waiters, ``__repr__`` and ``__del__``, plus ``_FlowControlMixin``'s buffer limits. Their
-  messages, logging and version differences are CPython's own.
+  waiters, ``__repr__`` and ``__del__``, plus, inherited, ``_FlowControlMixin``'s buffer limits
+  and ``BaseTransport.get_extra_info`` (and 3.11's ``WriteTransport.writelines``). Their
+  messages, logging and version differences are CPython's own. The private attributes each of
+  them reads and assigns, per Python version, are in ``tests/borrowed_manifest/<version>.toml``
+  (``tests/test_borrowed_manifest.py`` regenerates it and checks they all exist here).
 * **One state.** Those functions read and assign the private attributes they always did
   (``_closing``, ``_conn_lost``, ``_protocol``, ``_sock``, ``_loop``, ``_buffer``, ...). Here each
   is a native data descriptor over the Rust core's field (``TransportCore._attributes()``; the
@@ -33,7 +38,8 @@ Where the work is done:
   ``clear()``.
 * **Version differences kept:** 3.11 inherits ``WriteTransport.writelines`` (``b''.join`` then
   ``self.write``); 3.12+ gets the native one with 3.12's messages. ``Server._attach``/``_detach``
-  take the transport on 3.13 only (detected from the installed ``Server``).
+  take the transport on 3.13 only (``_compat.SERVER_ATTACH_TAKES_TRANSPORT``, as every version
+  switch, by ``sys.version_info`` in ``_compat.py``).
 
 Deviations, each deliberate (``docs/semantics.md``):
 
@@ -50,15 +56,15 @@ Deviations, each deliberate (``docs/semantics.md``):
 from asyncio import base_events, constants, futures, protocols, selector_events, transports
 from asyncio import trsock
 
-from . import _native
+from . import _compat, _native
 from ._borrowing import borrow_into
 
 __all__ = ["_SelectorSocketTransport"]
 
 # 3.13's Server tracks its clients: _attach(transport) / _detach(transport).
-_SERVER_TRACKS_CLIENTS = base_events.Server._attach.__code__.co_argcount == 2
+_SERVER_TRACKS_CLIENTS = _compat.SERVER_ATTACH_TAKES_TRANSPORT
 # 3.12+ defines its own writelines (one sendmsg over every piece).
-_NATIVE_WRITELINES = "writelines" in selector_events._SelectorSocketTransport.__dict__
+_NATIVE_WRITELINES = _compat.TRANSPORT_WRITELINES
 
 class _TransportLayer(transports._FlowControlMixin, transports.Transport):
     """``selector_events._SelectorTransport``: the stdlib's functions over the native state."""
