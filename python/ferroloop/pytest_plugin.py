@@ -100,6 +100,7 @@ class _Tracker:
         self._turns_before: list[tuple[weakref.ref[ferroloop.Loop], int]] = []
         self._orig_init: Callable[..., None] | None = None
         self._old_policy: Any = None
+        self._policy_saved = False
         self._old_factories: tuple[Any, Any] | None = None
 
     # Loop accounting: every ferroloop.Loop constructed while the run lasts (through any route:
@@ -124,7 +125,7 @@ class _Tracker:
         if self._old_factories is not None:
             events.new_event_loop, asyncio.new_event_loop = self._old_factories
             self._old_factories = None
-        elif _policy_is(ferroloop.EventLoopPolicy):
+        elif isinstance(getattr(events, "_event_loop_policy", None), ferroloop.EventLoopPolicy):
             asyncio.set_event_loop_policy(self._old_policy)
 
     def _created(self, loop: ferroloop.Loop) -> None:
@@ -139,9 +140,12 @@ class _Tracker:
             if self._old_factories is None:
                 self._old_factories = (events.new_event_loop, asyncio.new_event_loop)
                 ferroloop.install_loop_factory()
-        elif _policy_is(None):
-            # Unset, or reset by a test with set_event_loop_policy(None): the default is ours.
-            self._old_policy = None
+        elif _policy_is_default():
+            # Unset, the stdlib's default, or reset by a test (set_event_loop_policy(None)):
+            # the default is ours. Another policy (uvloop's, say) is the suite's choice.
+            if not self._policy_saved:
+                self._old_policy = getattr(events, "_event_loop_policy", None)
+                self._policy_saved = True
             ferroloop.install()
 
     # Per test: setup, call and teardown.
@@ -172,13 +176,11 @@ class _Tracker:
         )
 
 
-def _policy_is(kind: type | None) -> bool:
-    """Whether the current event-loop policy is unset (kind None) or an instance of kind,
-    without creating the default policy as asyncio.get_event_loop_policy() would."""
+def _policy_is_default() -> bool:
+    """Whether the current event-loop policy is unset or exactly the stdlib's default, read
+    without creating the default as asyncio.get_event_loop_policy() would."""
     policy = getattr(events, "_event_loop_policy", None)
-    if kind is None:
-        return policy is None
-    return isinstance(policy, kind)
+    return policy is None or type(policy) is _compat.DEFAULT_POLICY_BASE
 
 
 def _turns(loop: ferroloop.Loop) -> int:

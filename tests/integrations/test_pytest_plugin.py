@@ -121,3 +121,35 @@ def test_project_loop_factories_hook_wins(child_env, tmp_path):
     counts, out = outcome(proc)
     assert proc.returncode == 0 and counts == {"passed": 2}, out
     assert "ferroloop: 1 test ran on ferroloop (1 loop)" in out, out
+
+
+def test_policy_reset_by_a_test_comes_back(child_env, tmp_path):
+    """A test that resets the policy (set_event_loop_policy(None), as leak-checking fixtures
+    do) does not send the following tests back to the stock loop; the stock policy is back
+    after the run."""
+    (tmp_path / "pytest.ini").write_text(
+        "[pytest]\nasyncio_default_fixture_loop_scope = function\naddopts = -p no:cacheprovider\n")
+    (tmp_path / "test_reset.py").write_text(
+        "import asyncio, ferroloop\n"
+        "async def kind():\n"
+        "    return type(asyncio.get_running_loop())\n"
+        "def test_1_resets():\n"
+        "    assert asyncio.run(kind()) is ferroloop.Loop\n"
+        "    asyncio.set_event_loop_policy(None)\n"
+        "    assert asyncio.run(kind()) is not ferroloop.Loop\n"
+        "def test_2_ferroloop_again():\n"
+        "    assert asyncio.run(kind()) is ferroloop.Loop\n")
+    (tmp_path / "conftest.py").write_text(
+        "import asyncio, ferroloop, pytest\n"
+        "@pytest.hookimpl(trylast=True)\n"
+        "def pytest_unconfigure(config):\n"
+        "    loop = asyncio.new_event_loop()\n"
+        "    loop.close()\n"
+        "    if type(loop) is ferroloop.Loop:\n"
+        "        raise SystemExit('ferroloop still the default after the run')\n")
+    proc = run_child([sys.executable, "-m", "pytest", "-q", "-p", "ferroloop.pytest_plugin"],
+                     cwd=tmp_path, env=child_env())
+    counts, out = outcome(proc)
+    assert proc.returncode == 0 and counts == {"passed": 2}, out
+    assert "ferroloop: 2 tests ran on ferroloop (2 loops)" in out, out
+    assert "still the default" not in out, out
