@@ -233,3 +233,24 @@ def test_ferroloop_ps_server_in_process_snapshot(ferroloop_mod):
     assert names["sleeper"]["state"] == "pending"
     assert [t for t in names.values() if t["state"] == "running"]  # main(), taking the snapshot
     assert hex(id(loop)) not in {lp["loop"] for lp in _ps.snapshot()["loops"]}
+
+
+def test_ferroloop_ps_failure_is_logged_once(tmp_path, run_py):
+    # No usable directory (here: a file stands where it should be): one warning, however many
+    # loops the program creates, and the program runs on.
+    bad = tmp_path / "ferroloop"
+    bad.write_text("not a directory")
+    p = run_py(
+        f"""
+        import asyncio, ferroloop
+        from ferroloop import _ps
+        _ps._runtime_dirs = lambda uid: [{str(bad)!r}]
+        for _ in range(3):
+            ferroloop.run(asyncio.sleep(0))
+        print("ran")
+        """,
+        env=child_env(FERROLOOP_PS="1"),
+    )
+    assert p.returncode == 0 and p.stdout.strip() == "ran", p.stderr
+    assert p.stderr.count("FERROLOOP_PS: cannot open the ps socket") == 1, p.stderr
+    assert "is not a directory" in p.stderr

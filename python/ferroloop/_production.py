@@ -208,7 +208,10 @@ class ProductionWatchdog(_diagnostics.Watchdog):
         tid = loop._thread_id
         if tid is None or self._stop.is_set():
             return
-        st = loop._native_stats()
+        try:
+            st = loop._native_stats()
+        except BaseException:  # noqa: B902 - a native panic (state borrowed): skip this sample
+            return
         mark = (st[0], st[1])
         now = time.monotonic()
         if mark != self._mark:

@@ -235,13 +235,19 @@ def stop():
         server.close()
 
 
+_failed_in = None  # the pid in which serve_from_env() failed (reported once per process)
+
+
 def serve_from_env():
-    """``FERROLOOP_PS=1``: serve; a failure is logged, never raised (the program goes on)."""
-    if _server is not None and _server.pid == os.getpid():
+    """``FERROLOOP_PS=1``: serve; a failure is logged once, never raised (the program goes on)."""
+    global _failed_in
+    pid = os.getpid()
+    if (_server is not None and _server.pid == pid) or _failed_in == pid:
         return
     try:
         serve()
     except OSError as exc:
+        _failed_in = pid
         logger.warning(f"{ENV}: cannot open the ps socket: {exc}")
 
 
