@@ -1,29 +1,86 @@
-//! Keeping pending callbacks out of CPython's garbage collector.
+//! Keeping pending callbacks out of CPython's garbage collector, and who owns a handle.
 //!
 //! A ready callback lives a few microseconds, a timer sometimes hours; either way, while the loop
 //! owns it, the collector gains nothing from tracking it: it is reachable from the loop. Tracking
 //! it costs every young-generation collection a traversal of each pending handle and of the
 //! context copy made for it (about a third of `call_soon`'s time in a profile). So:
 //!
-//! - **While the loop owns a handle** (ready queue, timer heap, fd table) the handle is
-//!   untracked. (Its context stays tracked: CPython frees a `Context` with the unchecked
-//!   `_PyObject_GC_UNTRACK`, which crashes on an untracked object; PyO3 frees a `Handle` with
-//!   the checked `PyObject_GC_UnTrack`, which is why untracking handles is safe at any time.)
-//!   The loop's `__traverse__` reports the handle's
-//!   references on their behalf, exactly once per handle (fd handles only through the fd table),
-//!   so a cycle through a pending handle (an unclosed loop dropped with `call_soon(loop.stop)`
-//!   pending) is still collected. `Handle::__traverse__` reports nothing while the loop owns it.
-//! - **When the loop lets go** ([`release`]), ownership flips back to the handle, and the handle
-//!   is tracked again if anyone else still holds it, so cycles formed
+//! - **While the loop owns a handle** ([`Owner::Ready`], [`Owner::Timer`], [`Owner::Fd`]: ready
+//!   queue, timer heap, fd table) the handle is untracked. (Its context stays tracked: CPython
+//!   frees a `Context` with the unchecked `_PyObject_GC_UNTRACK`, which crashes on an untracked
+//!   object; PyO3 frees a `Handle` with the checked `PyObject_GC_UnTrack`, which is why
+//!   untracking handles is safe at any time.) The loop's `__traverse__` reports the handle's
+//!   references on their behalf, exactly once per handle: a ready-queue entry only when the
+//!   handle is [`Owner::Ready`] (an fd handle queued for a turn is reported through the fd table
+//!   only), a heap entry when [`Owner::Timer`], an fd-table entry when [`Owner::Fd`]. So a cycle
+//!   through a pending handle (an unclosed loop dropped with `call_soon(loop.stop)` pending) is
+//!   still collected. `Handle::__traverse__` reports nothing while the loop owns it.
+//! - **When the loop lets go** ([`release`]: [`Owner::Done`]), the handle reports its own
+//!   references again, and it is tracked again if anyone else still holds it, so cycles formed
 //!   later, through user code that kept the handle, are collected as with `asyncio.Handle`.
 //!
 //! Every mistake this scheme could make is on the safe side: a reference reported by nobody only
 //! keeps objects alive; a reference is never reported twice (that could free a live object).
 
-use crate::handle::Handle;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+
+/// Who owns a handle: one state instead of separate flags. Transitions (all under the GIL):
+/// `Free → Ready | Timer | Fd` when the loop adopts a handle it created; `Timer → Ready` when the
+/// timer leaves the heap (`set_unscheduled`: due, or dropped and released at once);
+/// `Ready | Timer | Fd → Done` when the loop releases it. `Done` is final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Owner {
+    /// Created, not yet handed to the loop.
+    Free = 0,
+    /// In the ready queue (a `call_soon` handle, or a timer that came due).
+    Ready = 1,
+    /// In the timer heap (CPython's `TimerHandle._scheduled`): its `cancel()` counts towards the
+    /// heap's cancelled entries.
+    Timer = 2,
+    /// In the fd table (`add_reader`/`add_writer`); copies of the reference may sit in the ready
+    /// queue meanwhile, which do not own it.
+    Fd = 3,
+    /// The loop let go: run, dropped, unregistered or the loop closed.
+    Done = 4,
+}
+
+impl Owner {
+    /// True while the loop owns the handle (untracked; the loop reports its references).
+    #[inline]
+    pub(crate) fn loop_owned(self) -> bool {
+        matches!(self, Owner::Ready | Owner::Timer | Owner::Fd)
+    }
+}
+
+/// An [`Owner`] that a frozen pyclass can hold (an atomic only to be `Sync`; every write happens
+/// under the GIL, so relaxed ordering suffices).
+#[derive(Debug)]
+pub(crate) struct OwnerCell(AtomicU8);
+
+impl OwnerCell {
+    pub(crate) const fn new() -> Self {
+        Self(AtomicU8::new(Owner::Free as u8))
+    }
+
+    #[inline]
+    pub(crate) fn get(&self) -> Owner {
+        match self.0.load(Relaxed) {
+            0 => Owner::Free,
+            1 => Owner::Ready,
+            2 => Owner::Timer,
+            3 => Owner::Fd,
+            _ => Owner::Done,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn set(&self, o: Owner) {
+        self.0.store(o as u8, Relaxed);
+    }
+}
 
 /// Stops the collector tracking `obj` (a `Handle`).
 #[inline]
@@ -48,18 +105,21 @@ fn track_if_shared(obj: &Bound<'_, PyAny>) {
     }
 }
 
-/// The loop takes ownership of a handle it just created.
+/// The loop takes ownership of a handle it just created (`obj`, whose state is `cell`), as
+/// `owner` (one of the loop-owned states).
 #[inline]
-pub(crate) fn adopt(h: &Bound<'_, Handle>) {
-    h.get().loop_owned.store(true, Relaxed);
-    untrack(h.as_any());
+pub(crate) fn adopt(obj: &Bound<'_, PyAny>, cell: &OwnerCell, owner: Owner) {
+    debug_assert!(owner.loop_owned());
+    cell.set(owner);
+    untrack(obj);
 }
 
-/// The loop gives up ownership of `h` (idempotent): from now on the handle reports its own
-/// references, and it is tracked again if anyone else holds it.
+/// The loop gives up ownership (idempotent): from now on the handle reports its own references,
+/// and it is tracked again if anyone else holds it.
 #[inline]
-pub(crate) fn release(h: &Bound<'_, Handle>) {
-    if h.get().loop_owned.swap(false, Relaxed) {
-        track_if_shared(h.as_any());
+pub(crate) fn release(obj: &Bound<'_, PyAny>, cell: &OwnerCell) {
+    if cell.get().loop_owned() {
+        cell.set(Owner::Done);
+        track_if_shared(obj);
     }
 }

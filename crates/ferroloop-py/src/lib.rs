@@ -1,11 +1,16 @@
 //! `ferroloop._native`: the Rust half of ferroloop. The Python package (`python/ferroloop`)
 //! subclasses `LoopCore` into `ferroloop.Loop`.
 
+// Layering, lowest first (no module imports one above it): gil, gc, stats, signals; handle
+// (fields and ownership); loop_state (`LoopCore`'s fields); turn (the run loop); handle_api
+// (`Handle`'s Python methods); fd_watch; loop_core (`LoopCore`'s Python methods); transport.
 mod fd_watch;
 mod gc;
 mod gil;
 mod handle;
+mod handle_api;
 mod loop_core;
+mod loop_state;
 mod signals;
 mod stats;
 mod transport;

@@ -1,122 +1,34 @@
-//! `LoopCore`: the native half of `ferroloop.Loop`.
+//! `LoopCore`'s Python methods: the native half of `ferroloop.Loop`.
 //!
 //! Everything done once per callback, timer or fd event lives in Rust: scheduling (`call_soon`,
-//! `call_later`, `call_at`, `call_soon_threadsafe`, here), the turn (`turn.rs`) and the loop over
-//! turns (`_run_native`, here), fd watching (`fd_watch.rs`) and metrics (`stats.rs`). What is done
-//! once per run or per setup (running-loop bookkeeping, async-generator hooks, exception
-//! handlers, executors, signals) is in `python/ferroloop/_loop.py`, which subclasses this class.
+//! `call_later`, `call_at`, `call_soon_threadsafe`, here), the run loop (`turn.rs`, over the core
+//! crate's turn), fd watching (`fd_watch.rs`) and metrics (`stats.rs`). What is done once per run
+//! or per setup (running-loop bookkeeping, async-generator hooks, exception handlers, executors,
+//! signals) is in `python/ferroloop/_loop.py`, which subclasses this class. The struct and its
+//! shared helpers are in `loop_state.rs`.
 
-use crate::fd_watch::FdEntry;
-use crate::gc;
+use crate::gc::Owner;
 use crate::gil::GilCell;
-use crate::handle::{Handle, TimerHandle};
+use crate::handle::{Handle, HandleRef, TimerHandle};
+use crate::loop_state::{closed_error, LoopState};
 use crate::signals::SignalPipe;
 use crate::stats::{Counters, TimeStats};
-use ferroloop_core::{clock, Events, Poller, ReadyQueue, TimerEntry, TimerHeap, Waker};
-use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError};
+use crate::turn;
+use ferroloop_core::{clock, EventLoop, Events, MonotonicClock, Poller};
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use pyo3::PyClassInitializer;
 use pyo3::{ffi, intern};
 use pyo3::{PyTraverseError, PyVisit};
-use std::collections::HashMap;
-use std::io;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
-/// CPython's `base_events.MAXIMUM_SELECT_TIMEOUT`: never wait longer than a day at once.
-pub(crate) const MAXIMUM_SELECT_TIMEOUT: f64 = 24.0 * 3600.0;
-
-/// A timer in the heap: the handle `call_at` returned.
-pub(crate) struct TimerRef(pub(crate) Py<Handle>);
-
-impl TimerEntry for TimerRef {
-    fn is_cancelled(&self) -> bool {
-        self.0.get().is_cancelled()
-    }
-    fn set_unscheduled(&self) {
-        self.0.get().scheduled.store(false, Relaxed);
-    }
-}
-
-#[derive(Default)]
-pub(crate) struct LoopState {
-    pub(crate) ready: ReadyQueue<Py<Handle>>,
-    pub(crate) timers: TimerHeap<TimerRef>,
-    /// `None` once the loop is closed (the epoll fd and the waker's eventfd are then closed).
-    pub(crate) poller: Option<Arc<Poller>>,
-    /// Watched fds. An fd is registered in epoll exactly when it has an entry here.
-    pub(crate) fds: HashMap<RawFd, FdEntry>,
-    pub(crate) times: TimeStats,
-    /// The signal wakeup pipe (signals.rs), created the first time the loop runs in the main
-    /// thread; watched by the poller outside `fds`.
-    pub(crate) signal_pipe: Option<SignalPipe>,
-}
-
-/// The native base class of `ferroloop.Loop`.
-#[pyclass(subclass, frozen, module = "ferroloop._native", name = "LoopCore")]
-pub struct LoopCore {
-    pub(crate) st: GilCell<LoopState>,
-    /// The wait's event buffer. Only the thread running the loop locks it (uncontended); it is a
-    /// mutex so that it can be used with the GIL released.
-    pub(crate) events: Mutex<Events>,
-    /// Wakes the poller from any thread (`call_soon_threadsafe`). Kept outside `st` so that waking
-    /// needs no borrow; it is `None` after close.
-    pub(crate) waker: GilCell<Option<Waker>>,
-    /// `stop()` was called: the loop finishes the current turn and `run_forever` returns.
-    pub(crate) stopping: AtomicBool,
-    pub(crate) closed: AtomicBool,
-    pub(crate) debug: AtomicBool,
-    /// `loop.set_task_factory()`'s factory; `None` for the default (`asyncio.Task`).
-    pub(crate) task_factory: GilCell<Option<Py<PyAny>>>,
-    /// `time.get_clock_info('monotonic').resolution`: timers due within it of now run now.
-    pub(crate) clock_resolution: f64,
-    pub(crate) counters: Counters,
-}
+// The struct and the error helper live in loop_state.rs; this is their name for the transports.
+pub(crate) use crate::loop_state::{os_error, LoopCore};
 
 impl LoopCore {
-    #[inline]
-    pub(crate) fn debug(&self) -> bool {
-        self.debug.load(Relaxed)
-    }
-
-    pub(crate) fn timer_cancelled(&self, py: Python<'_>) {
-        self.st.borrow_mut(py).timers.note_cancelled();
-    }
-
-    #[inline]
-    pub(crate) fn check_closed(&self) -> PyResult<()> {
-        if self.closed.load(Relaxed) {
-            return Err(PyRuntimeError::new_err("Event loop is closed"));
-        }
-        Ok(())
-    }
-
-    /// Builds a handle; `context=None` means a copy of the current context (asyncio.Handle).
-    pub(crate) fn new_handle(
-        slf: &Bound<'_, Self>,
-        callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
-        context: Option<Bound<'_, PyAny>>,
-        when: f64,
-        fd_handle: bool,
-    ) -> PyResult<Handle> {
-        let py = slf.py();
-        let context = match context {
-            Some(c) if !c.is_none() => c.unbind(),
-            _ => copy_context(py)?,
-        };
-        Ok(Handle::new(
-            slf.clone().into_any().unbind(),
-            callback.unbind(),
-            args.unbind(),
-            context,
-            when,
-            fd_handle,
-        ))
-    }
-
     /// The debug-mode checks of `call_soon` & co (thread, callback type): in Python, off the hot
     /// path.
     fn debug_check(
@@ -147,15 +59,15 @@ impl LoopCore {
         if debug {
             Self::debug_check(slf, &callback, method, check_thread)?;
         }
-        let handle = Py::new(
-            py,
-            Self::new_handle(slf, callback, args, context, 0.0, false)?,
-        )?;
+        let handle = Py::new(py, Self::new_handle(slf, callback, args, context, 0.0)?)?;
         if debug {
             slf.call_method1(intern!(py, "_debug_set_traceback"), (&handle,))?;
         }
-        gc::adopt(handle.bind(py));
-        this.st.borrow_mut(py).ready.push(handle.clone_ref(py));
+        Handle::adopt(handle.bind(py), Owner::Ready);
+        this.st
+            .borrow_mut(py)
+            .ev
+            .call_soon(HandleRef(handle.clone_ref(py)));
         Ok(handle)
     }
 
@@ -173,8 +85,7 @@ impl LoopCore {
         if debug {
             Self::debug_check(slf, &callback, "call_at", true)?;
         }
-        let handle = Self::new_handle(slf, callback, args, context, when, false)?;
-        handle.scheduled.store(true, Relaxed);
+        let handle = Self::new_handle(slf, callback, args, context, when)?;
         let timer = Py::new(
             py,
             PyClassInitializer::from(handle).add_subclass(TimerHandle),
@@ -183,30 +94,33 @@ impl LoopCore {
         if debug {
             slf.call_method1(intern!(py, "_debug_set_traceback"), (&timer,))?;
         }
-        gc::adopt(base.bind(py));
-        this.st.borrow_mut(py).timers.push(when, TimerRef(base));
+        // In the heap: `_scheduled` is true and a `cancel()` counts towards compaction.
+        Handle::adopt(base.bind(py), Owner::Timer);
+        this.st.borrow_mut(py).ev.call_at(when, HandleRef(base));
         Ok(timer)
     }
 }
 
-/// Gives up the loop's ownership of everything it held (close, clear).
-fn release_all(
+/// Gives up the loop's ownership of everything it held (close, clear), before any is dropped.
+fn release_all(py: Python<'_>, handles: &[HandleRef]) {
+    for h in handles {
+        Handle::release(h.0.bind(py));
+    }
+}
+
+/// Reports a handle a loop container holds, and its contents if that container owns it (gc.rs).
+fn visit_owned(
     py: Python<'_>,
-    ready: &std::collections::VecDeque<Py<Handle>>,
-    timers: &[TimerRef],
-    fds: &HashMap<RawFd, FdEntry>,
-) {
-    for h in ready {
-        gc::release(h.bind(py));
+    visit: &PyVisit<'_>,
+    h: &HandleRef,
+    owner: Owner,
+) -> Result<(), PyTraverseError> {
+    visit.call(&h.0)?;
+    let hd = h.0.get();
+    if hd.owner() == owner {
+        hd.visit_contents(py, visit)?;
     }
-    for t in timers {
-        gc::release(t.0.bind(py));
-    }
-    for e in fds.values() {
-        for h in [&e.reader, &e.writer].into_iter().flatten() {
-            gc::release(h.bind(py));
-        }
-    }
+    Ok(())
 }
 
 /// `cls(*args, **{names[i]: kw[i]})` through vectorcall: no argument tuple or keyword dict.
@@ -233,32 +147,6 @@ pub(crate) fn vectorcall_kw<'py>(
     }
 }
 
-/// The `OSError` the stdlib raises for `e`: `OSError(errno, strerror)`, so Python picks the
-/// subclass (`ConnectionResetError`, ...) and the message is the C library's text
-/// (`[Errno 9] Bad file descriptor`), without Rust's ` (os error 9)` suffix.
-pub(crate) fn os_error(e: io::Error) -> PyErr {
-    match e.raw_os_error() {
-        Some(code) => PyOSError::new_err((code, strerror(code))),
-        None => PyOSError::new_err(e.to_string()),
-    }
-}
-
-/// `os.strerror(code)`: std formats an OS error as `strerror(code) (os error N)`.
-pub(crate) fn strerror(code: i32) -> String {
-    let full = io::Error::from_raw_os_error(code).to_string();
-    match full.strip_suffix(&format!(" (os error {code})")) {
-        Some(text) => text.to_owned(),
-        None => full,
-    }
-}
-
-/// `contextvars.copy_context()`.
-pub(crate) fn copy_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
-    // SAFETY: called with the GIL held (we have `py`); PyContext_CopyCurrent returns a new
-    // reference or NULL with an exception set, which `from_owned_ptr_or_err` turns into an error.
-    unsafe { Ok(Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent())?.unbind()) }
-}
-
 #[pymethods]
 impl LoopCore {
     #[new]
@@ -269,10 +157,12 @@ impl LoopCore {
     ) -> PyResult<Self> {
         let poller = Poller::new().map_err(os_error)?;
         let waker = poller.waker();
+        let clock_resolution = clock::resolution();
         Ok(LoopCore {
             st: GilCell::new(LoopState {
-                poller: Some(Arc::new(poller)),
-                ..Default::default()
+                ev: EventLoop::new(poller, MonotonicClock, clock_resolution),
+                times: TimeStats::default(),
+                signal_pipe: None,
             }),
             events: Mutex::new(Events::new()),
             waker: GilCell::new(Some(waker)),
@@ -280,7 +170,7 @@ impl LoopCore {
             closed: AtomicBool::new(false),
             debug: AtomicBool::new(false),
             task_factory: GilCell::new(None),
-            clock_resolution: clock::resolution(),
+            clock_resolution,
             counters: Counters::default(),
         })
     }
@@ -295,28 +185,17 @@ impl LoopCore {
         // only borrows GilCells (gil.rs, `traverse_token`).
         let py = unsafe { crate::gil::traverse_token() };
         if let Some(st) = self.st.borrow_for_traverse(py) {
-            for h in st.ready.iter() {
-                visit.call(h)?;
-                let hd = h.get();
-                if !hd.fd_handle && hd.loop_owned.load(Relaxed) {
-                    hd.visit_contents(py, &visit)?;
-                }
+            let ev = &st.ev;
+            // Each container reports the contents of the handles it owns: the ready queue also
+            // holds fd handles (owned by the fd table) and timers that came due (now `Ready`).
+            for h in ev.ready().iter() {
+                visit_owned(py, &visit, h, Owner::Ready)?;
             }
-            for t in st.timers.iter() {
-                visit.call(&t.0)?;
-                let hd = t.0.get();
-                if hd.loop_owned.load(Relaxed) {
-                    hd.visit_contents(py, &visit)?;
-                }
+            for h in ev.timers().iter() {
+                visit_owned(py, &visit, h, Owner::Timer)?;
             }
-            for e in st.fds.values() {
-                for h in [&e.reader, &e.writer].into_iter().flatten() {
-                    visit.call(h)?;
-                    let hd = h.get();
-                    if hd.loop_owned.load(Relaxed) {
-                        hd.visit_contents(py, &visit)?;
-                    }
-                }
+            for h in ev.fds().callbacks() {
+                visit_owned(py, &visit, h, Owner::Fd)?;
             }
         }
         if let Some(f) = self.task_factory.borrow_for_traverse(py) {
@@ -327,16 +206,9 @@ impl LoopCore {
 
     fn __clear__(&self) {
         Python::attach(|py| {
-            let taken = {
-                let mut st = self.st.borrow_mut(py);
-                (
-                    st.ready.take_all(),
-                    st.timers.take_all(),
-                    std::mem::take(&mut st.fds),
-                )
-            };
+            let taken = self.st.borrow_mut(py).ev.take_callbacks();
             let factory = self.task_factory.borrow_mut(py).take();
-            release_all(py, &taken.0, &taken.1, &taken.2);
+            release_all(py, &taken);
             drop((taken, factory));
         });
     }
@@ -450,57 +322,14 @@ impl LoopCore {
         self.debug()
     }
 
-    /// Runs turns until `stop()`; the Python `run_forever` does the setup around it.
-    ///
-    /// When `_run_once` was replaced (on the instance, as tests and tools that count turns do, or
-    /// in a subclass), each turn calls the replacement, as the stdlib loop would. That is decided
-    /// once per run, so the usual path pays nothing for it.
+    /// Runs turns until `stop()`; the Python `run_forever` does the setup around it (turn.rs).
     fn _run_native(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let this = slf.get();
-        let name = intern!(py, "_run_once");
-        let native = py.get_type::<LoopCore>().getattr(name)?;
-        let in_instance = match slf.getattr(intern!(py, "__dict__")) {
-            Ok(d) => d
-                .cast::<pyo3::types::PyDict>()
-                .map(|d| d.contains(name))
-                .unwrap_or(Ok(false))?,
-            Err(_) => false,
-        };
-        let replaced = in_instance || !slf.get_type().getattr(name)?.is(&native);
-        if cfg!(feature = "diagnostics") {
-            let mut st = this.st.borrow_mut(py);
-            st.times.run_started = Some(clock::monotonic());
-            st.times.busy_since = None;
-        }
-        let res = loop {
-            let turn = if replaced {
-                slf.call_method0(name).map(drop)
-            } else {
-                Self::run_once(slf)
-            };
-            if let Err(e) = turn {
-                break Err(e);
-            }
-            if this.stopping.load(Relaxed) {
-                break Ok(());
-            }
-        };
-        this.stopping.store(false, Relaxed);
-        if cfg!(feature = "diagnostics") {
-            let mut st = this.st.borrow_mut(py);
-            let now = clock::monotonic();
-            st.times.end_busy(now);
-            if let Some(t) = st.times.run_started.take() {
-                st.times.run_total += now - t;
-            }
-        }
-        res
+        turn::run_native(slf)
     }
 
-    /// One turn (CPython's `_run_once`).
+    /// One turn (CPython's `_run_once`; turn.rs).
     fn _run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
-        Self::run_once(slf)
+        turn::run_once(slf)
     }
 
     /// Marks the loop closed and drops what it holds: ready callbacks, timers, watched fds, the
@@ -511,19 +340,10 @@ impl LoopCore {
         this.closed.store(true, Relaxed);
         let taken = {
             let mut st = this.st.borrow_mut(py);
-            (
-                st.ready.take_all(),
-                st.timers.take_all(),
-                std::mem::take(&mut st.fds),
-                st.poller.take(),
-                st.signal_pipe.take(),
-            )
+            (st.ev.close(), st.signal_pipe.take())
         };
         let waker = this.waker.borrow_mut(py).take();
-        for t in &taken.1 {
-            t.set_unscheduled();
-        }
-        release_all(py, &taken.0, &taken.1, &taken.2);
+        release_all(py, &taken.0 .0);
         drop((taken, waker));
     }
 
@@ -534,13 +354,7 @@ impl LoopCore {
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
     ) -> PyResult<Py<Handle>> {
-        slf.get().check_closed()?;
-        let handle = Py::new(
-            slf.py(),
-            Self::new_handle(slf, callback, args, None, 0.0, true)?,
-        )?;
-        Self::set_fd_callback(slf, fd, handle.clone_ref(slf.py()), true)?;
-        Ok(handle)
+        Self::add_fd_handle(slf, fd, callback, args, true)
     }
 
     #[pyo3(signature = (fd, callback, *args))]
@@ -550,13 +364,7 @@ impl LoopCore {
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
     ) -> PyResult<Py<Handle>> {
-        slf.get().check_closed()?;
-        let handle = Py::new(
-            slf.py(),
-            Self::new_handle(slf, callback, args, None, 0.0, true)?,
-        )?;
-        Self::set_fd_callback(slf, fd, handle.clone_ref(slf.py()), false)?;
-        Ok(handle)
+        Self::add_fd_handle(slf, fd, callback, args, false)
     }
 
     fn _remove_reader(slf: &Bound<'_, Self>, fd: RawFd) -> PyResult<bool> {
@@ -579,10 +387,7 @@ impl LoopCore {
         self.check_closed()?;
         let mut st = self.st.borrow_mut(py);
         if st.signal_pipe.is_none() {
-            let poller = st
-                .poller
-                .as_ref()
-                .ok_or_else(|| PyRuntimeError::new_err("Event loop is closed"))?;
+            let poller = st.ev.poller().ok_or_else(closed_error)?;
             st.signal_pipe = Some(SignalPipe::new(poller).map_err(os_error)?);
         }
         Ok(st.signal_pipe.as_ref().map_or(-1, SignalPipe::write_fd))
@@ -591,10 +396,10 @@ impl LoopCore {
     /// The reader and writer handles of `fd` (`(None, None)` when it is not watched).
     fn _fd_callbacks(&self, py: Python<'_>, fd: RawFd) -> (Option<Py<Handle>>, Option<Py<Handle>>) {
         let st = self.st.borrow(py);
-        match st.fds.get(&fd) {
+        match st.ev.fds().get(fd) {
             Some(e) => (
-                e.reader.as_ref().map(|h| h.clone_ref(py)),
-                e.writer.as_ref().map(|h| h.clone_ref(py)),
+                e.reader.as_ref().map(|h| h.0.clone_ref(py)),
+                e.writer.as_ref().map(|h| h.0.clone_ref(py)),
             ),
             None => (None, None),
         }
@@ -699,10 +504,10 @@ impl LoopCore {
         (
             self.counters.turns.load(Relaxed),
             self.counters.callbacks.load(Relaxed),
-            st.ready.len(),
-            st.timers.len(),
-            st.timers.cancelled(),
-            st.fds.len(),
+            st.ev.ready().len(),
+            st.ev.timers().len(),
+            st.ev.timers().cancelled(),
+            st.ev.fds().len(),
             running,
             t.idle,
             t.longest_stall.max(current),

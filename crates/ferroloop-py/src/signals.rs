@@ -2,25 +2,24 @@
 //!
 //! CPython runs Python-level signal handlers only in the main thread, between bytecodes. When a
 //! signal is delivered while the loop thread sits in `epoll_pwait2`, the wait ends with `EINTR`
-//! and the turn runs the handler at once (turn.rs). But the kernel may deliver a process signal
-//! to another thread (an executor thread, a library's thread), or the signal may land just
-//! before the wait starts; then nothing ends the wait. While a loop runs in the main thread,
-//! `Loop.run_forever` therefore points `signal.set_wakeup_fd()` at this pipe (as uvloop does):
-//! CPython's C-level handler writes the signal number into it, epoll reports it, and the turn
-//! empties the pipe and runs the pending Python handlers (`PyErr_CheckSignals`).
+//! and the turn runs the handler at once (the core's turn calls `Host::check_signals`, turn.rs).
+//! But the kernel may deliver a process signal to another thread (an executor thread, a
+//! library's thread), or the signal may land just before the wait starts; then nothing ends the
+//! wait. While a loop runs in the main thread, `Loop.run_forever` therefore points
+//! `signal.set_wakeup_fd()` at this pipe (as uvloop does): CPython's C-level handler writes the
+//! signal number into it, epoll reports it under the core's `SIGNAL_TOKEN`, and the turn calls
+//! `Host::signalled` (turn.rs), which empties the pipe and runs the pending Python handlers
+//! (`PyErr_CheckSignals`).
 //!
 //! The pipe is registered in epoll under its own token and is not an entry of the loop's fd
 //! table, so a turn that must not block still skips the `epoll_wait` syscall when no other fd is
 //! watched: a signal then waits at most until the next blocking turn, and its Python handler
 //! runs anyway as soon as the loop runs Python code.
 
-use ferroloop_core::{Interest, Poller};
+use ferroloop_core::{Interest, Poller, SIGNAL_TOKEN};
 use rustix::fd::{AsRawFd, OwnedFd, RawFd};
 use rustix::pipe::{pipe_with, PipeFlags};
 use std::io;
-
-/// The epoll token of the wakeup pipe (the waker's is `u64::MAX`; fd tokens are fd numbers).
-pub(crate) const SIGNAL_TOKEN: u64 = u64::MAX - 1;
 
 /// A non-blocking, close-on-exec pipe whose read end is watched by the loop's poller.
 pub(crate) struct SignalPipe {

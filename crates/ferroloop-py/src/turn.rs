@@ -1,169 +1,315 @@
-//! One turn of the loop (CPython's `BaseEventLoop._run_once`):
-//! 1. drop cancelled timers (compacting when they pile up);
-//! 2. wait for I/O: zero timeout when callbacks are ready or `stop()` was called, else until the
-//!    earliest timer, else forever; the GIL is released while waiting; a signal ends the wait and
-//!    its Python handler runs at once;
-//! 3. ready fds queue their reader/writer handles; due timers are queued;
-//! 4. run exactly the callbacks that were ready at that point, each in its own context.
+//! The binding's entry to the run loop, in one place: `run_forever`'s loop over turns
+//! (`LoopCore._run_native`), one turn (`_run_once`), and the run of one callback (`Handle._run`;
+//! in debug mode `Loop._run_handle_debug`, in Python, instead).
+//!
+//! The turn itself is the core crate's (`ferroloop_core::turn::run_once`: purge cancelled
+//! timers, the wait-timeout rule, wait, readiness and due timers to the ready queue, run exactly
+//! what is ready). [`PyHost`] is the glue it is instantiated with:
+//! - the loop state is borrowed (`GilCell`) only for each step, never across a wait or a callback;
+//! - the blocking wait releases the GIL (`py.detach`) and counts as idle time;
+//! - a wait ended by a signal (`EINTR`), or the signal wakeup pipe firing (signals.rs), runs the
+//!   Python signal handlers at once (`PyErr_CheckSignals`; Ctrl-C raises there);
+//! - a handle is run in its context with `PyContext_Enter` (no bound-method call, no argument
+//!   tuple for zero-argument callbacks); leaving the ready queue, or the loop for good, flips its
+//!   ownership (gc.rs).
+//!
+//! Everything is generic, so the per-callback path compiles to what it was when the turn was
+//! written here: one borrow to pop, one cancelled check, one call, one ownership update.
 
-use crate::gc;
-use crate::handle::Handle;
-use crate::loop_core::{LoopCore, LoopState, MAXIMUM_SELECT_TIMEOUT};
-use crate::signals::SIGNAL_TOKEN;
+use crate::gc::Owner;
+use crate::handle::{Handle, HandleRef};
+use crate::loop_state::{os_error, LoopCore};
 use crate::stats::bump;
-use ferroloop_core::{clock, Events};
-use pyo3::intern;
+use ferroloop_core::{clock, EventLoop, Events, Host, MonotonicClock, Poller};
+use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+use pyo3::{ffi, intern};
 use std::io;
-use std::os::fd::RawFd;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::MutexGuard;
 use std::time::Duration;
 
-impl LoopCore {
-    /// One turn of the loop (see the module comment).
-    pub(crate) fn run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let this = slf.get();
-        bump(&this.counters.turns);
+/// The loop as the core's turn sees it, for one turn.
+struct PyHost<'a, 'py> {
+    slf: &'a Bound<'py, LoopCore>,
+    this: &'a LoopCore,
+    py: Python<'py>,
+    /// Debug mode, read once per turn: each callback then goes through `_run_handle_debug`.
+    debug: bool,
+}
 
-        // 1. Timeout, with cancelled timers dropped first. What is removed is dropped after the
-        //    borrow ends: dropping a Python object can run code that schedules callbacks.
-        let mut removed = Vec::new();
-        let (timeout, poller) = {
-            let mut st = this.st.borrow_mut(py);
-            st.timers.purge_cancelled(&mut removed);
-            let timeout = if !st.ready.is_empty() || this.stopping.load(Relaxed) {
-                Some(Duration::ZERO)
-            } else if let Some(when) = st.timers.next_deadline() {
-                let secs = (when - clock::monotonic()).clamp(0.0, MAXIMUM_SELECT_TIMEOUT);
-                Some(Duration::from_secs_f64(secs))
-            } else {
-                None
-            };
-            // A turn that must not block and has no fd to poll skips the syscall: wake-ups from
-            // other threads put their callback in the ready queue themselves (under the GIL).
-            let poll = timeout != Some(Duration::ZERO) || !st.fds.is_empty();
-            (timeout, if poll { st.poller.clone() } else { None })
-        };
-        for t in &removed {
-            gc::release(t.0.bind(py));
-        }
-        drop(removed);
+impl Host for PyHost<'_, '_> {
+    type Callback = HandleRef;
+    type Clock = MonotonicClock;
+    type Error = PyErr;
+    type Events<'b>
+        = MutexGuard<'b, Events>
+    where
+        Self: 'b;
 
-        // 2. Wait for I/O, then 3a. queue the handles of ready fds.
-        if let Some(poller) = poller {
-            let mut guard = this.events.lock().unwrap_or_else(|e| e.into_inner());
-            let events: &mut Events = &mut guard;
-            let res = if timeout == Some(Duration::ZERO) {
-                poller.wait(events, timeout)
-            } else {
-                let before = if cfg!(feature = "diagnostics") {
-                    let t = clock::monotonic();
-                    this.st.borrow_mut(py).times.end_busy(t);
-                    Some(t)
-                } else {
-                    None
-                };
-                let r = py.detach(|| poller.wait(events, timeout));
-                if let Some(before) = before {
-                    this.st.borrow_mut(py).times.idle += clock::monotonic() - before;
-                }
-                r
-            };
-            match res {
-                Ok(()) => {}
-                // A signal ended the wait: run its Python handler now (Ctrl-C raises here).
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => py.check_signals()?,
-                Err(e) => return Err(crate::loop_core::os_error(e)),
-            }
-            let mut stale: Vec<(RawFd, bool)> = Vec::new();
-            let mut signalled = false;
-            {
-                let mut st = this.st.borrow_mut(py);
-                let LoopState { ready, fds, .. } = &mut *st;
-                poller.drain(events, |r| {
-                    if r.token == SIGNAL_TOKEN {
-                        signalled = true;
-                        return;
-                    }
-                    let fd = r.token as RawFd;
-                    let Some(entry) = fds.get(&fd) else { return };
-                    for (hit, handle, is_reader) in [
-                        (r.read, &entry.reader, true),
-                        (r.write, &entry.writer, false),
-                    ] {
-                        if let (true, Some(h)) = (hit, handle) {
-                            if h.get().is_cancelled() {
-                                stale.push((fd, is_reader));
-                            } else {
-                                ready.push(h.clone_ref(py));
-                            }
-                        }
-                    }
-                });
-            }
-            drop(guard);
-            // A signal's C handler wrote into the wakeup pipe (signals.rs): run the Python
-            // handlers now (Ctrl-C raises here), whichever thread the kernel delivered it to.
-            if signalled {
-                if let Some(p) = this.st.borrow(py).signal_pipe.as_ref() {
-                    p.drain();
-                }
-                py.check_signals()?;
-            }
-            // A reader/writer handle cancelled directly is unregistered when its fd fires
-            // (selector_events._process_events).
-            for (fd, is_reader) in stale {
-                Self::remove_fd_callback(slf, fd, is_reader)?;
-            }
-        }
-
-        // 3b. Queue the due timers.
-        {
-            let mut st = this.st.borrow_mut(py);
-            let LoopState {
-                ready,
-                timers,
-                times,
-                ..
-            } = &mut *st;
-            let now = clock::monotonic();
-            if cfg!(feature = "diagnostics") {
-                // A turn that did not block: its busy stretch runs on through this poll.
-                times.end_busy(now);
-                times.busy_since = Some(now);
-            }
-            let end = now + this.clock_resolution;
-            timers.pop_due(end, |t| ready.push(t.0));
-        }
-
-        // 4. Run what is ready now; callbacks scheduled meanwhile wait for the next turn.
-        let n = this.st.borrow(py).ready.turn_len();
-        let debug = this.debug();
-        for _ in 0..n {
-            let Some(handle) = this.st.borrow_mut(py).ready.pop() else {
-                break;
-            };
-            let h = handle.bind(py);
-            let hd = h.get();
-            let res = if hd.is_cancelled() {
-                Ok(())
-            } else {
-                bump(&this.counters.callbacks);
-                if debug {
-                    slf.call_method1(intern!(py, "_run_handle_debug"), (h,))
-                        .map(drop)
-                } else {
-                    Handle::run(h)
-                }
-            };
-            // Out of the queue: a ready or timer handle is the loop's no more (an fd handle stays
-            // owned through the fd table).
-            if !hd.fd_handle {
-                gc::release(h);
-            }
-            res?;
-        }
-        Ok(())
+    #[inline]
+    fn with_loop<R>(&self, f: impl FnOnce(&mut EventLoop<HandleRef>) -> R) -> R {
+        f(&mut self.this.st.borrow_mut(self.py).ev)
     }
+
+    #[inline]
+    fn stopping(&self) -> bool {
+        self.this.stopping.load(Relaxed)
+    }
+
+    fn events(&self) -> MutexGuard<'_, Events> {
+        self.this.events.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A wait that may block: with the GIL released, and counted as idle time.
+    fn wait(
+        &self,
+        poller: &Poller,
+        events: &mut Events,
+        timeout: Option<Duration>,
+    ) -> io::Result<()> {
+        let before = if cfg!(feature = "diagnostics") {
+            let t = clock::monotonic();
+            self.this.st.borrow_mut(self.py).times.end_busy(t);
+            Some(t)
+        } else {
+            None
+        };
+        let r = self.py.detach(|| poller.wait(events, timeout));
+        if let Some(before) = before {
+            self.this.st.borrow_mut(self.py).times.idle += clock::monotonic() - before;
+        }
+        r
+    }
+
+    #[inline]
+    fn clone_callback(&self, cb: &HandleRef) -> HandleRef {
+        HandleRef(cb.0.clone_ref(self.py))
+    }
+
+    #[inline]
+    fn run(&self, cb: &HandleRef) -> PyResult<()> {
+        bump(&self.this.counters.callbacks);
+        let h = cb.0.bind(self.py);
+        if self.debug {
+            self.slf
+                .call_method1(intern!(self.py, "_run_handle_debug"), (h,))
+                .map(drop)
+        } else {
+            run_handle(h)
+        }
+    }
+
+    /// Out of the queue: a ready handle (or a timer that came due) is the loop's no more; an fd
+    /// handle stays owned through the fd table.
+    #[inline]
+    fn done(&self, cb: &HandleRef) {
+        let h = cb.0.bind(self.py);
+        if h.get().owner() == Owner::Ready {
+            Handle::release(h);
+        }
+    }
+
+    #[inline]
+    fn release(&self, cb: &HandleRef) {
+        Handle::release(cb.0.bind(self.py));
+    }
+
+    fn check_signals(&self) -> PyResult<()> {
+        self.py.check_signals()
+    }
+
+    /// A signal's C handler wrote into the wakeup pipe (signals.rs): empty it and run the Python
+    /// handlers now (Ctrl-C raises here), whichever thread the kernel delivered it to.
+    fn signalled(&self) -> PyResult<()> {
+        if let Some(p) = self.this.st.borrow(self.py).signal_pipe.as_ref() {
+            p.drain();
+        }
+        self.py.check_signals()
+    }
+
+    fn io_error(&self, e: io::Error) -> PyErr {
+        os_error(e)
+    }
+
+    #[inline]
+    fn turn_started(&self) {
+        bump(&self.this.counters.turns);
+    }
+
+    /// A turn that did not block: its busy stretch runs on through this poll.
+    #[inline]
+    fn polled(&self, now: f64) {
+        if cfg!(feature = "diagnostics") {
+            let times = &mut self.this.st.borrow_mut(self.py).times;
+            times.end_busy(now);
+            times.busy_since = Some(now);
+        }
+    }
+}
+
+/// One turn of the loop (`LoopCore._run_once`, CPython's `BaseEventLoop._run_once`).
+pub(crate) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
+    let this = slf.get();
+    let host = PyHost {
+        slf,
+        this,
+        py: slf.py(),
+        debug: this.debug(),
+    };
+    ferroloop_core::run_once(&host)
+}
+
+/// Runs turns until `stop()` (`LoopCore._run_native`); the Python `run_forever` does the setup
+/// around it.
+///
+/// When `_run_once` was replaced (on the instance, as tests and tools that count turns do, or in
+/// a subclass), each turn calls the replacement, as the stdlib loop would. That is decided once
+/// per run, so the usual path pays nothing for it.
+pub(crate) fn run_native(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
+    let py = slf.py();
+    let this = slf.get();
+    let name = intern!(py, "_run_once");
+    let native = py.get_type::<LoopCore>().getattr(name)?;
+    let in_instance = match slf.getattr(intern!(py, "__dict__")) {
+        Ok(d) => d
+            .cast::<PyDict>()
+            .map(|d| d.contains(name))
+            .unwrap_or(Ok(false))?,
+        Err(_) => false,
+    };
+    let replaced = in_instance || !slf.get_type().getattr(name)?.is(&native);
+    if cfg!(feature = "diagnostics") {
+        let mut st = this.st.borrow_mut(py);
+        st.times.run_started = Some(clock::monotonic());
+        st.times.busy_since = None;
+    }
+    let res = loop {
+        let turn = if replaced {
+            slf.call_method0(name).map(drop)
+        } else {
+            run_once(slf)
+        };
+        if let Err(e) = turn {
+            break Err(e);
+        }
+        if this.stopping.load(Relaxed) {
+            break Ok(());
+        }
+    };
+    this.stopping.store(false, Relaxed);
+    if cfg!(feature = "diagnostics") {
+        let mut st = this.st.borrow_mut(py);
+        let now = clock::monotonic();
+        st.times.end_busy(now);
+        if let Some(t) = st.times.run_started.take() {
+            st.times.run_total += now - t;
+        }
+    }
+    res
+}
+
+/// Runs a handle's callback in its context (`Handle._run`). Exceptions go to the loop's
+/// exception handler, except `KeyboardInterrupt` and `SystemExit`, which propagate
+/// (asyncio.Handle._run).
+pub(crate) fn run_handle(slf: &Bound<'_, Handle>) -> PyResult<()> {
+    let py = slf.py();
+    let h = slf.get();
+    let (cb, args) = {
+        let st = h.st.borrow(py);
+        match &st.callback {
+            None => return Ok(()),
+            Some(cb) => (cb.clone_ref(py), st.args.as_ref().map(|a| a.clone_ref(py))),
+        }
+    };
+    let ctx = h.context.as_ptr();
+    // SAFETY: `ctx` is a live object owned by this handle for the whole call. PyContext_Enter
+    // type-checks it (TypeError for a non-Context) and fails cleanly, with an exception set,
+    // when the context is already entered.
+    let res = if unsafe { ffi::PyContext_Enter(ctx) } < 0 {
+        Err(PyErr::fetch(py))
+    } else {
+        let cbb = cb.bind(py);
+        let r = match &args {
+            Some(a) if !a.bind(py).is_empty() => cbb.call1(a.bind(py)),
+            _ => cbb.call0(),
+        };
+        // SAFETY: the same context was entered just above on this thread, so exiting it is
+        // balanced; the call can only fail if the callback left a different context current,
+        // which it cannot do through the public API.
+        let exit = unsafe { ffi::PyContext_Exit(ctx) };
+        if exit < 0 {
+            let e = PyErr::fetch(py);
+            r.and(Err(e))
+        } else {
+            r
+        }
+    };
+    match res {
+        Ok(_) => Ok(()),
+        Err(e)
+            if e.is_instance_of::<PyKeyboardInterrupt>(py)
+                || e.is_instance_of::<PySystemExit>(py) =>
+        {
+            Err(e)
+        }
+        Err(e) => report_callback_error(slf, &cb, args.as_ref(), e),
+    }
+}
+
+/// `loop.call_exception_handler({'message': 'Exception in callback ...', ...})`.
+fn report_callback_error(
+    slf: &Bound<'_, Handle>,
+    cb: &Py<PyAny>,
+    args: Option<&Py<PyTuple>>,
+    err: PyErr,
+) -> PyResult<()> {
+    let py = slf.py();
+    let h = slf.get();
+    let debug = h
+        .loop_
+        .bind(py)
+        .call_method0(intern!(py, "get_debug"))?
+        .is_truthy()?;
+    let src = format_callback_source(py, cb, args, debug)?;
+    let ctx = PyDict::new(py);
+    ctx.set_item(
+        intern!(py, "message"),
+        format!("Exception in callback {src}"),
+    )?;
+    ctx.set_item(intern!(py, "exception"), err.value(py))?;
+    ctx.set_item(intern!(py, "handle"), slf)?;
+    let tb =
+        h.st.borrow(py)
+            .source_traceback
+            .as_ref()
+            .map(|t| t.clone_ref(py));
+    if let Some(tb) = tb {
+        if tb.bind(py).is_truthy()? {
+            ctx.set_item(intern!(py, "source_traceback"), tb)?;
+        }
+    }
+    h.loop_
+        .bind(py)
+        .call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
+    Ok(())
+}
+
+/// `format_helpers._format_callback_source` as the running Python calls it (3.13 added
+/// `debug=`): `ferroloop._compat` holds the version switch.
+fn format_callback_source(
+    py: Python<'_>,
+    cb: &Py<PyAny>,
+    args: Option<&Py<PyTuple>>,
+    debug: bool,
+) -> PyResult<String> {
+    let compat = py.import(intern!(py, "ferroloop._compat"))?;
+    let args: Py<PyAny> = match args {
+        Some(a) => a.clone_ref(py).into_any(),
+        None => py.None(),
+    };
+    compat
+        .call_method1(intern!(py, "format_callback_source"), (cb, args, debug))?
+        .extract()
 }

@@ -1,0 +1,127 @@
+//! `LoopCore`'s fields, and the helpers every binding module shares (errors, handle creation).
+//!
+//! The loop's logic (ready queue, timer heap, fd table kept in step with epoll, the turn) is
+//! `ferroloop_core::EventLoop`; this struct holds one, behind the GIL, with what only the binding
+//! needs (Python objects, metrics, the signal wakeup pipe). Its Python methods are in
+//! `loop_core.rs`, its run in `turn.rs`, fd watching in `fd_watch.rs`.
+//!
+//! Module layering (no import circle): `gil`, `gc`, `stats`, `signals` → `handle` → `loop_state`
+//! → `turn` → `handle_api` → `fd_watch` → `loop_core`.
+
+use crate::gil::GilCell;
+use crate::handle::{Handle, HandleRef};
+use crate::signals::SignalPipe;
+use crate::stats::{Counters, TimeStats};
+use ferroloop_core::{EventLoop, Events, Waker};
+use pyo3::exceptions::{PyOSError, PyRuntimeError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Mutex;
+
+/// What the loop holds under the GIL.
+pub(crate) struct LoopState {
+    /// Ready queue, timer heap, fd table and poller (the core crate). Its poller is `None` once
+    /// the loop is closed.
+    pub(crate) ev: EventLoop<HandleRef>,
+    pub(crate) times: TimeStats,
+    /// The signal wakeup pipe (signals.rs), created the first time the loop runs in the main
+    /// thread; watched by the poller under `SIGNAL_TOKEN`, outside the fd table.
+    pub(crate) signal_pipe: Option<SignalPipe>,
+}
+
+/// The native base class of `ferroloop.Loop`.
+#[pyclass(subclass, frozen, module = "ferroloop._native", name = "LoopCore")]
+pub struct LoopCore {
+    pub(crate) st: GilCell<LoopState>,
+    /// The wait's event buffer. Only the thread running the loop locks it (uncontended); it is a
+    /// mutex so that it can be used with the GIL released.
+    pub(crate) events: Mutex<Events>,
+    /// Wakes the poller from any thread (`call_soon_threadsafe`). Kept outside `st` so that waking
+    /// needs no borrow; it is `None` after close.
+    pub(crate) waker: GilCell<Option<Waker>>,
+    /// `stop()` was called: the loop finishes the current turn and `run_forever` returns.
+    pub(crate) stopping: AtomicBool,
+    pub(crate) closed: AtomicBool,
+    pub(crate) debug: AtomicBool,
+    /// `loop.set_task_factory()`'s factory; `None` for the default (`asyncio.Task`).
+    pub(crate) task_factory: GilCell<Option<Py<PyAny>>>,
+    /// `time.get_clock_info('monotonic').resolution`: timers due within it of now run now.
+    pub(crate) clock_resolution: f64,
+    pub(crate) counters: Counters,
+}
+
+impl LoopCore {
+    #[inline]
+    pub(crate) fn debug(&self) -> bool {
+        self.debug.load(Relaxed)
+    }
+
+    /// A timer still in the heap was cancelled (counts towards compaction).
+    pub(crate) fn timer_cancelled(&self, py: Python<'_>) {
+        self.st.borrow_mut(py).ev.timer_cancelled();
+    }
+
+    #[inline]
+    pub(crate) fn check_closed(&self) -> PyResult<()> {
+        if self.closed.load(Relaxed) {
+            return Err(closed_error());
+        }
+        Ok(())
+    }
+
+    /// Builds a handle; `context=None` means a copy of the current context (asyncio.Handle).
+    pub(crate) fn new_handle(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+        when: f64,
+    ) -> PyResult<Handle> {
+        let py = slf.py();
+        let context = match context {
+            Some(c) if !c.is_none() => c.unbind(),
+            _ => copy_context(py)?,
+        };
+        Ok(Handle::new(
+            slf.clone().into_any().unbind(),
+            callback.unbind(),
+            args.unbind(),
+            context,
+            when,
+        ))
+    }
+}
+
+/// `RuntimeError('Event loop is closed')`.
+pub(crate) fn closed_error() -> PyErr {
+    PyRuntimeError::new_err("Event loop is closed")
+}
+
+/// The `OSError` the stdlib raises for `e`: `OSError(errno, strerror)`, so Python picks the
+/// subclass (`ConnectionResetError`, ...) and the message is the C library's text
+/// (`[Errno 9] Bad file descriptor`), without Rust's ` (os error 9)` suffix.
+pub(crate) fn os_error(e: io::Error) -> PyErr {
+    match e.raw_os_error() {
+        Some(code) => PyOSError::new_err((code, strerror(code))),
+        None => PyOSError::new_err(e.to_string()),
+    }
+}
+
+/// `os.strerror(code)`: std formats an OS error as `strerror(code) (os error N)`.
+pub(crate) fn strerror(code: i32) -> String {
+    let full = io::Error::from_raw_os_error(code).to_string();
+    match full.strip_suffix(&format!(" (os error {code})")) {
+        Some(text) => text.to_owned(),
+        None => full,
+    }
+}
+
+/// `contextvars.copy_context()`.
+pub(crate) fn copy_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    // SAFETY: called with the GIL held (we have `py`); PyContext_CopyCurrent returns a new
+    // reference or NULL with an exception set, which `from_owned_ptr_or_err` turns into an error.
+    unsafe { Ok(Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent())?.unbind()) }
+}
