@@ -4,6 +4,8 @@
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod host;
+
 use ferroloop_core::{Callback, Events, Interest, Poller, Readiness, TimerHeap};
 use std::cell::Cell;
 use std::os::unix::net::UnixStream;
