@@ -299,3 +299,17 @@ def test_ferroloop_watchdog_environment_parsing():
     assert (cfg.threshold, cfg.limiter.interval) == (0.5, 5.0)
     cfg = config_from_env({"FERROLOOP_WATCHDOG": "2"})
     assert (cfg.threshold, cfg.limiter.interval) == (2.0, 60.0)
+
+
+def test_ferroloop_watchdog_command_line_option(tmp_path):
+    app = tmp_path / "app.py"
+    app.write_text(textwrap.dedent(ENV_APP))
+    for opt in (["--watchdog", "0.2"], ["--watchdog=0.2"]):
+        p = subprocess.run([sys.executable, "-m", "ferroloop", *opt, str(app)], capture_output=True,
+                           text=True, timeout=60, env=child_env())
+        assert p.returncode == 0, p.stderr
+        assert "by Task 'handler' (coroutine handler())" in p.stderr, p.stderr
+    p = subprocess.run([sys.executable, "-m", "ferroloop", "--watchdog", "-1", str(app)],
+                       capture_output=True, text=True, timeout=60, env=child_env())
+    assert p.returncode == 2
+    assert "--watchdog needs a number of seconds > 0, not '-1'" in p.stderr
