@@ -87,4 +87,3 @@ def server(request):
     yield start
     for srv in started:
         srv.stop(grace=5)
-        srv.proc.stdout.close()

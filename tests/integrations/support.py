@@ -50,8 +50,9 @@ def run_child(args, *, env, cwd=None, timeout=CHILD_TIMEOUT):
 
 
 class Server:
-    """A server in a child process (its own process group), killed after CHILD_TIMEOUT s
-    whatever happens, stopped with ``stop()`` (SIGINT, then SIGKILL after ``grace``)."""
+    """A server in a child process (its own process group) whose output a thread collects,
+    killed after CHILD_TIMEOUT s whatever happens, stopped with ``stop()``: SIGINT to the server
+    process (as a process manager sends it), then SIGKILL to the whole group after ``grace``."""
 
     def __init__(self, args, *, env, cwd=None):
         self.args = args
@@ -59,15 +60,48 @@ class Server:
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      start_new_session=True)
         self.deadline = time.monotonic() + CHILD_TIMEOUT
+        self._lines = []
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         self._watchdog = threading.Timer(CHILD_TIMEOUT, self._kill)
         self._watchdog.start()
-        self.output = ""
+
+    @property
+    def output(self):
+        with self._changed:
+            return "".join(self._lines)
+
+    def _read(self):
+        for line in self.proc.stdout:
+            with self._changed:
+                self._lines.append(line)
+                self._changed.notify_all()
+        with self._changed:
+            self._lines.append("")  # EOF marker for wait_output
+            self._changed.notify_all()
+        self.proc.stdout.close()
 
     def _kill(self):
         try:
             os.killpg(self.proc.pid, 9)
         except ProcessLookupError:
             pass
+
+    def wait_output(self, text, count=1):
+        """Wait until ``text`` has appeared ``count`` times in the output (the server's workers
+        are all up, say); fail if the server exits or time runs out first."""
+        with self._changed:
+            while "".join(self._lines).count(text) < count:
+                left = self.deadline - time.monotonic()
+                if left <= 0 or (self._lines and self._lines[-1] == ""):
+                    break
+                self._changed.wait(min(left, 0.5))
+            else:
+                return
+        self.stop(grace=1)
+        pytest.fail(f"{self.args}: {text!r} did not appear {count} time(s); output:\n"
+                    f"{self.output}", pytrace=False)
 
     def wait_listening(self, port):
         if not wait_for_port(port, self.proc, self.deadline):
@@ -76,20 +110,20 @@ class Server:
                         pytrace=False)
 
     def stop(self, sig=2, grace=10):
-        """Signal the whole process group (the server and any workers), wait, collect output;
-        returns the exit code."""
+        """Signal the server process, wait for it and its output; kill what is left of its
+        process group. Returns the exit code."""
         if self.proc.poll() is None:
             try:
-                os.killpg(self.proc.pid, sig)
+                os.kill(self.proc.pid, sig)
             except ProcessLookupError:
                 pass
         try:
-            out, _ = self.proc.communicate(timeout=grace)
+            self.proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             self._kill()
-            out, _ = self.proc.communicate()
-        self.output += out or ""
+            self.proc.wait()
         self._watchdog.cancel()
         self._watchdog.join()
         self._kill()  # workers a supervisor left behind, if any
+        self._reader.join(timeout=grace)
         return self.proc.returncode

@@ -1,9 +1,11 @@
 """The framework recipes of docs/user-guide.md ("Integrations"), each served as a user would:
 a server in a child process on 127.0.0.1, one request (or a few, when there are several
 workers), the answer checked, and the loop it reports checked to be ferroloop's; then the server
-is stopped (SIGINT to its process group). Every child is killed after 20 s whatever happens."""
+is stopped as a user or a process manager would (SIGINT; gunicorn: SIGTERM, its graceful stop)
+and must exit with 0. Every child is killed after 20 s whatever happens."""
 
 import json
+import signal
 import sys
 import urllib.request
 
@@ -21,20 +23,24 @@ def get(port, path="/hello"):
         return json.loads(r.read())
 
 
-def serve_and_check(server, child_env, args, *, requests=1, expect_loop=FERROLOOP_LOOP):
-    """Start ``args`` (a server listening on the port it is given), request, stop; returns the
-    answers and the server's output."""
+def serve_and_check(server, child_env, args, *, requests=1, expect_loop=FERROLOOP_LOOP,
+                    ready=None, stop=signal.SIGINT):
+    """Start ``args`` (a server listening on the port it is given), wait until it listens (and
+    until ``ready`` = (text, count) has appeared in its output: every worker up), request, stop
+    with ``stop``; returns the answers and the server's output."""
     port = free_port()
     srv = server([sys.executable, *[str(a).replace("{port}", str(port)) for a in args]],
                  env=child_env(), cwd=APPS)
     srv.wait_listening(port)
+    if ready:
+        srv.wait_output(*ready)
     answers = []
     try:
         for i in range(requests):
             answers.append(get(port, f"/r{i}"))
     finally:
-        code = srv.stop()
-    assert code == 0, f"exit code {code} after SIGINT; output:\n{srv.output}"
+        code = srv.stop(stop)
+    assert code == 0, f"exit code {code} after {stop!r}; output:\n{srv.output}"
     for i, got in enumerate(answers):
         assert got["path"] == f"/r{i}", got
         assert got["loop"] == expect_loop, (got, srv.output)
@@ -55,7 +61,8 @@ def test_uvicorn_loop_option_two_workers(server, child_env):
     # uvicorn's supervisor spawns the workers; each builds its loop from the --loop string.
     answers, out = serve_and_check(server, child_env, [
         "-m", "uvicorn", "asgi_app:app", "--host", "127.0.0.1", "--port", "{port}",
-        "--loop", "ferroloop:new_event_loop", "--workers", "2"], requests=4)
+        "--loop", "ferroloop:new_event_loop", "--workers", "2"], requests=4,
+        ready=("Application startup complete", 2))
     assert out.count("Started server process") == 2, out
 
 
@@ -82,21 +89,24 @@ def test_python_m_ferroloop_uvicorn_explicit_loop_is_kept(server, child_env):
 def test_gunicorn_ferroloop_uvicorn_worker(server, child_env):
     answers, out = serve_and_check(server, child_env, [
         "-m", "gunicorn", "asgi_app:app", "--bind", "127.0.0.1:{port}", "--workers", "2",
-        "-k", "ferroloop.integrations.uvicorn_worker.FerroloopUvicornWorker"], requests=4)
+        "-k", "ferroloop.integrations.uvicorn_worker.FerroloopUvicornWorker",
+        "--no-control-socket"], requests=4, ready=("Application startup complete", 2),
+        stop=signal.SIGTERM)
     assert out.count("Booting worker") == 2, out
 
 
 def test_gunicorn_aiohttp_worker_with_install_in_config(server, child_env):
     serve_and_check(server, child_env, [
-        "-m", "gunicorn", "aiohttp_app:app", "--bind", "127.0.0.1:{port}", "--workers", "2",
-        "-k", "aiohttp.GunicornWebWorker", "-c", "gunicorn_conf.py"], requests=2)
+        "-m", "gunicorn", "aiohttp_app:app", "--bind", "127.0.0.1:{port}",
+        "-k", "aiohttp.GunicornWebWorker", "-c", "gunicorn_conf.py", "--no-control-socket"],
+        stop=signal.SIGTERM)
 
 
 def test_python_m_ferroloop_gunicorn_aiohttp_worker(server, child_env):
     """gunicorn forks its workers: they inherit the policy `python -m ferroloop` set."""
     serve_and_check(server, child_env, [
         "-m", "ferroloop", "-m", "gunicorn", "aiohttp_app:app", "--bind", "127.0.0.1:{port}",
-        "-k", "aiohttp.GunicornWebWorker"])
+        "-k", "aiohttp.GunicornWebWorker", "--no-control-socket"], stop=signal.SIGTERM)
 
 
 # hypercorn ----------------------------------------------------------------------------------
