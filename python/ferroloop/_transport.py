@@ -66,6 +66,7 @@ _SERVER_TRACKS_CLIENTS = _compat.SERVER_ATTACH_TAKES_TRANSPORT
 # 3.12+ defines its own writelines (one sendmsg over every piece).
 _NATIVE_WRITELINES = _compat.TRANSPORT_WRITELINES
 
+
 class _TransportLayer(transports._FlowControlMixin, transports.Transport):
     """``selector_events._SelectorTransport``: the stdlib's functions over the native state."""
 
