@@ -165,6 +165,13 @@ wheels: $(STAMP) ## manylinux_2_28 (and musllinux_1_2) wheels for 3.11-3.13 in t
 	$(VPY) tests/wheels/check.py $(WHEELS_DIR) $$checks; \
 	echo "make wheels: $$(( $$(date +%s) - start )) s"
 
+# Real projects' own test suites, from their sdists, each in a virtualenv of its own under
+# .venv-suites/ with pinned requirements (tests/suites/README.md). ARGS goes to the runner:
+#   make suites ARGS="--projects uvicorn,anyio --loop ferroloop -k websocket --json out.json"
+.PHONY: suites
+suites: build ## real projects' own test suites (uvicorn, anyio, aiohttp) on the stock loop and on ferroloop
+	$(VPY) tests/suites/run.py $(ARGS)
+
 .PHONY: bench-prod
 bench-prod: build ## cost of production mode (the blocked-loop watchdog): paired rounds, watchdog off vs on
 	$(VPY) bench/prod_overhead.py $(ARGS)
