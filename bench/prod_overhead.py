@@ -18,8 +18,10 @@ threshold and a ``ferroloop-watchdog`` thread runs) and off.
 On a shared, loaded machine the process-level pairs above are seconds apart and the load changes
 in between. The default mode (``--mode inproc``) pairs at a finer grain: one fresh interpreter
 per benchmark and round runs ``--pairs`` pairs of timed runs back to back, off and on in random
-order within each pair, each on a brand-new loop (``loop.set_watchdog(threshold)`` for "on",
-which starts the same thread as the environment variable); the ratio of each pair is taken on
+order within each pair, each side on its own loop, created once and reused by all its timed runs
+(``loop.set_watchdog(threshold)`` for "on": the same thread as the environment variable's, which
+lingers between runs; ``--fresh-loops`` creates a loop per timed run instead, so that every "on"
+run also pays the thread's start, a wait for the new thread to be scheduled); the ratio of each pair is taken on
 wall time and on process CPU time (which includes the watchdog thread's own CPU), and the table
 gives the median of the per-pair ratios over all pairs and rounds, and the ratio of the best
 run of each side. ``--mode process`` runs the process-level pairs described first.
@@ -60,11 +62,17 @@ sys.path.insert(0, {here!r})
 import _worker, ferroloop
 func, n, _unit = _worker.BENCHES[{bench!r}]
 rng = random.Random({seed})
+FRESH = {fresh}
+loops = {{}}
 
-def once(on):
+def new_loop(on):
     loop = ferroloop.new_event_loop()
     if on:
         loop.set_watchdog({threshold})
+    return loop
+
+def once(on):
+    loop = new_loop(on) if FRESH else loops.setdefault(on, new_loop(on))
     asyncio.set_event_loop(loop)
     try:
         gc.collect()
@@ -73,7 +81,8 @@ def once(on):
         return dt, time.process_time() - c0, ops
     finally:
         asyncio.set_event_loop(None)
-        loop.close()
+        if FRESH:
+            loop.close()
 
 once(False); once(True)  # warm-up
 out = []
@@ -82,11 +91,13 @@ for _ in range({pairs}):
     rng.shuffle(order)
     r = {{on: once(on) for on in order}}
     out.append([r[False][0], r[True][0], r[False][1], r[True][1], r[False][2]])
+for loop in loops.values():
+    loop.close()
 print(json.dumps(out))
 """
 
 
-def run_inproc(python, benches, rounds, pairs, threshold, rng):
+def run_inproc(python, benches, rounds, pairs, threshold, rng, fresh):
     """results[bench] = list of (wall off, wall on, cpu off, cpu on, ops) over all pairs."""
     results = {b: [] for b in benches}
     t0 = time.monotonic()
@@ -95,7 +106,7 @@ def run_inproc(python, benches, rounds, pairs, threshold, rng):
     for rnd in range(1, rounds + 1):
         for b in rng.sample(benches, len(benches)):
             src = INPROC.format(here=HERE, bench=b, seed=rng.randrange(1 << 30), pairs=pairs,
-                                threshold=float(threshold))
+                                threshold=float(threshold), fresh=fresh)
             p = subprocess.run([python, "-c", src], capture_output=True, text=True, timeout=600,
                                env=env, cwd=HERE)
             if p.returncode:
@@ -151,6 +162,9 @@ def main():
     ap.add_argument("--threshold", default="0.5", help="FERROLOOP_WATCHDOG for the 'on' runs")
     ap.add_argument("--mode", choices=["inproc", "process"], default="inproc")
     ap.add_argument("--pairs", type=int, default=10, help="--mode inproc: pairs per process")
+    ap.add_argument("--fresh-loops", action="store_true",
+                    help="--mode inproc: a new loop for every timed run (each 'on' run then "
+                         "includes starting the watchdog thread) instead of one loop per side")
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--markdown", action="store_true")
@@ -186,8 +200,12 @@ def main():
           f"{float(args.threshold) / 4:g} s); probe: {on}")
     if args.mode == "inproc":
         print(f"# {args.rounds} round(s) x {args.pairs} back-to-back pairs per benchmark, one "
-              f"fresh interpreter per benchmark and round", flush=True)
-        res = run_inproc(python, benches, args.rounds, args.pairs, args.threshold, rng)
+              f"fresh interpreter per benchmark and round; "
+              + ("a new loop per timed run" if args.fresh_loops else
+                 "one loop per side, reused by its timed runs (the steady state: the 'on' loop's "
+                 "watchdog thread lingers between runs)"), flush=True)
+        res = run_inproc(python, benches, args.rounds, args.pairs, args.threshold, rng,
+                         args.fresh_loops)
         table, worst = inproc_table(res, benches, args.markdown)
         print(f"\nproduction mode: watchdog on (threshold {args.threshold} s) vs off; ratio: "
               f"throughput on / off, <1 = the watchdog costs\n")

@@ -177,18 +177,40 @@ def test_ferroloop_watchdog_thread_exits_after_the_run(ferroloop_mod):
         assert len(_watchdog_threads()) == 1
         await asyncio.sleep(0.01)
 
+    from ferroloop import _production
+
     before = len(_watchdog_threads())
     loop = ferroloop_mod.new_event_loop()
-    loop.set_watchdog(5.0)  # a long polling interval: stop() must not wait for it
+    loop.set_watchdog(5.0)  # a long polling interval: the end of a run must not wait for it
     try:
         loop.run_until_complete(main())
-        deadline = time.monotonic() + 1.0
-        while len(_watchdog_threads()) > before and time.monotonic() < deadline:
-            time.sleep(0.01)
+        first = _watchdog_threads()[0]
+        loop.run_until_complete(main())  # the next run soon after: the same thread
+        assert _watchdog_threads() == [first]
+        t0 = time.monotonic()
+        first.join(_production.LINGER + 2.0)  # it exits LINGER after the last run
+        assert not first.is_alive()
+        assert _production.LINGER - 0.1 <= time.monotonic() - t0 <= _production.LINGER + 1.5
         assert len(_watchdog_threads()) == before
-        loop.run_until_complete(main())  # a second run gets its own thread
+        loop.run_until_complete(main())  # a later run gets a new thread
+        assert _watchdog_threads() != [first]
     finally:
         loop.close()
+
+
+def test_ferroloop_watchdog_thread_of_asyncio_run(ferroloop_mod):
+    # One thread for asyncio.run()'s three runs (main, async generators, executor).
+    seen = set()
+
+    async def main():
+        seen.update(_watchdog_threads())
+
+    with asyncio.Runner(loop_factory=ferroloop_mod.new_event_loop) as runner:
+        runner.get_loop().set_watchdog(1.0)
+        runner.run(main())
+        runner.run(main())
+        thread = runner.get_loop()._prod_watchdog._thread
+    assert len(seen) == 1 and thread in seen
 
 
 def test_ferroloop_watchdog_off_and_invalid(ferroloop_mod):
@@ -206,8 +228,12 @@ def test_ferroloop_watchdog_off_and_invalid(ferroloop_mod):
         async def main():
             assert _watchdog_threads() == []
             loop.set_watchdog(0.5)  # on while running: starts at once
-            assert len(_watchdog_threads()) == 1
-            loop.set_watchdog(None)  # and stops
+            (thread,) = _watchdog_threads()
+            loop.set_watchdog(0.2)  # a new setting: a new thread
+            (thread2,) = [t for t in _watchdog_threads() if t is not thread]
+            loop.set_watchdog(None)  # and off: the thread exits at once
+            thread2.join(1.0)
+            assert not thread2.is_alive()
 
         loop.run_until_complete(main())
     finally:

@@ -9,6 +9,11 @@ held the loop that long: the watchdog reads the loop thread's stack (``sys._curr
 and the loop's current task, and logs a report to the ``ferroloop`` logger while the loop is
 still blocked; when the loop moves again, a second line says for how long it was blocked.
 
+The thread starts with the loop's first run and stops sampling when the run ends; it exits
+when the loop has not run again for ``LINGER`` (1 s), so the runs of ``asyncio.run()`` (the
+program, then the shutdowns) share one thread, and no thread outlives its loop's use by more
+than a second.
+
 Opt in per loop with ``loop.set_watchdog(0.5)``, or for every loop of the process with
 ``FERROLOOP_WATCHDOG=0.5`` (read when a loop is created; ``FERROLOOP_WATCHDOG_INTERVAL=60``
 sets the rate limit). Reports are rate-limited per loop: at most one per ``report_interval``
@@ -125,28 +130,50 @@ def set_watchdog(loop, threshold, report_interval=DEFAULT_REPORT_INTERVAL):
     threshold = parse_threshold(threshold)
     if threshold is None:
         loop._prod_config = None
-        stop(loop)
+        stop(loop, linger=False)
         return
     report_interval = float(report_interval)
     if not report_interval >= 0:
         raise ValueError(f"report_interval must be >= 0, not {report_interval!r}")
     loop._prod_config = WatchdogConfig(threshold, report_interval)
-    if loop.is_running() and loop._prod_watchdog is None:
+    stop(loop, linger=False)  # a thread of the previous setting
+    if loop.is_running():
         start(loop)
 
 
+# Seconds a watchdog thread outlives the run that started it, waiting for the next run of its
+# loop: ``asyncio.run()`` runs its loop three times (the program, then the shutdown of async
+# generators and of the executor), and sync wrappers call ``run_until_complete`` in a loop; a
+# thread start costs the loop thread a wait for the new thread to be scheduled (50 us on an idle
+# machine, milliseconds on a loaded one).
+LINGER = 1.0
+
+
 def start(loop):
-    """At the start of ``run_forever`` (and by ``set_watchdog`` on a running loop)."""
+    """At the start of ``run_forever`` (and by ``set_watchdog`` on a running loop): wakes the
+    loop's lingering watchdog thread, or starts one."""
     cfg = loop._prod_config
-    if cfg is not None and loop._prod_watchdog is None:
-        loop._prod_watchdog = ProductionWatchdog(loop, cfg)
-        loop._prod_watchdog.start()
-
-
-def stop(loop):
-    """At the end of ``run_forever``: never blocks (the thread is told to exit, not joined)."""
-    watchdog, loop._prod_watchdog = loop._prod_watchdog, None
+    if cfg is None:
+        return
+    watchdog = loop._prod_watchdog
     if watchdog is not None:
+        if watchdog._config is cfg and watchdog.resume():
+            return
+        watchdog.stop()
+    loop._prod_watchdog = ProductionWatchdog(loop, cfg)
+    loop._prod_watchdog.start()
+
+
+def stop(loop, linger=True):
+    """At the end of ``run_forever``: never blocks. The thread stops sampling and exits unless
+    the loop runs again within ``LINGER`` seconds (or at once when ``linger`` is False)."""
+    watchdog = loop._prod_watchdog
+    if watchdog is None:
+        return
+    if linger:
+        watchdog.park()
+    else:
+        loop._prod_watchdog = None
         watchdog.stop()
 
 
@@ -179,6 +206,10 @@ class ProductionWatchdog(_diagnostics.Watchdog):
     def __init__(self, loop, config):
         super().__init__(loop)
         self._config = config
+        self._cond = threading.Condition(threading.Lock())
+        self._sampling = True  # False while the loop is not running (parked)
+        self._quit = False
+        self._exited = False
         self._mark = None  # (turns, callbacks) at the last check
         self._since = None  # when the current mark was first seen
         self._reported = None  # (mark, since, what, where, suppressed-at-start) of a stall
@@ -197,6 +228,47 @@ class ProductionWatchdog(_diagnostics.Watchdog):
     def _interval(self):
         return max(self._config.threshold / 4, 0.001)
 
+    def _run(self):
+        cond = self._cond
+        while True:
+            with cond:
+                if self._quit:
+                    self._exited = True
+                    return
+                if self._sampling:
+                    cond.wait(self._interval())  # woken early by park() and stop()
+                    sample = self._sampling and not self._quit
+                else:
+                    if not cond.wait_for(lambda: self._sampling or self._quit, LINGER):
+                        self._exited = True  # the loop did not run again: exit
+                        return
+                    sample = False
+            if sample:
+                self._check()
+
+    def park(self):
+        """The run ended: stop sampling; exit after ``LINGER`` unless resumed."""
+        with self._cond:
+            self._sampling = False
+            self._cond.notify()
+
+    def resume(self):
+        """The loop runs again: sample again. False if the thread has exited (or is exiting)."""
+        with self._cond:
+            if self._exited or self._quit or self._thread is None:
+                return False
+            self._mark = self._since = self._reported = None
+            self._sampling = True
+            self._cond.notify()
+            return True
+
+    def stop(self):
+        """Exit now (never waits for the thread)."""
+        with self._cond:
+            self._quit = True
+            self._cond.notify()
+        self._thread = None
+
     def _check(self):
         try:
             self._sample()
@@ -206,7 +278,7 @@ class ProductionWatchdog(_diagnostics.Watchdog):
     def _sample(self):
         loop = self._loop
         tid = loop._thread_id
-        if tid is None or self._stop.is_set():
+        if tid is None or self._quit:
             return
         try:
             st = loop._native_stats()
