@@ -14,7 +14,7 @@ instrument                         kind                    unit   from ``stats()
 =================================  ======================  =====  ==============================
 ``ferroloop.loop.turns``           ObservableCounter       {turn}     turns
 ``ferroloop.loop.callbacks``       ObservableCounter       {callback} callbacks
-``ferroloop.loop.busy_time``       ObservableCounter       s      busy
+``ferroloop.loop.busy_time``       ObservableUpDownCounter s      busy (see below)
 ``ferroloop.loop.idle_time``       ObservableCounter       s      idle
 ``ferroloop.loop.longest_stall``   ObservableGauge         s      longest_stall
 ``ferroloop.loop.ready``           ObservableUpDownCounter {callback} ready
@@ -22,6 +22,9 @@ instrument                         kind                    unit   from ``stats()
 ``ferroloop.loop.fds``             ObservableUpDownCounter {fd}       fds
 ``ferroloop.loop.stalls``          ObservableCounter       {stall}    production mode's stalls seen
 =================================  ======================  =====  ==============================
+
+``busy_time`` is an up-down counter, not a counter: ``stats()`` counts a wait for I/O as idle
+only when the wait ends, so during a long wait ``busy`` grows and then drops back.
 
 The instruments are created once per meter; each instrumented loop adds its observations. A
 closed or garbage-collected loop stops reporting; ``Instrumentation.close()`` stops earlier.
@@ -39,7 +42,10 @@ INSTRUMENTS = [
     ("ferroloop.loop.turns", "counter", "{turn}", "Turns of the event loop", "turns"),
     ("ferroloop.loop.callbacks", "counter", "{callback}", "Callbacks and task steps run",
      "callbacks"),
-    ("ferroloop.loop.busy_time", "counter", "s", "Seconds the loop spent running callbacks",
+    # stats()["busy"] is the run time minus the idle time, and a wait in progress is counted as
+    # idle only when it ends: during a long wait busy grows, then drops back. Not monotonic, so
+    # not a counter.
+    ("ferroloop.loop.busy_time", "updown", "s", "Seconds the loop spent running callbacks",
      "busy"),
     ("ferroloop.loop.idle_time", "counter", "s", "Seconds the loop spent waiting for I/O or timers",
      "idle"),

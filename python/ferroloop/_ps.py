@@ -50,10 +50,11 @@ _server_lock = threading.Lock()
 # Where the socket is
 
 
-def _runtime_dirs(uid):
-    """Candidate directories for the sockets of processes of ``uid``, preferred first."""
+def _runtime_dirs(uid, xdg=None):
+    """Candidate directories for the sockets of processes of ``uid``, preferred first
+    (``xdg``: the target's XDG_RUNTIME_DIR, default this process's)."""
     dirs = []
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    xdg = os.environ.get("XDG_RUNTIME_DIR") if xdg is None else xdg
     if xdg and os.path.isabs(xdg):
         try:
             st = os.stat(xdg)
@@ -396,13 +397,28 @@ def _target_uid(pid):
         return None
 
 
+def _target_xdg(pid):
+    """The target's XDG_RUNTIME_DIR as it started (/proc/PID/environ), or "" if unknown."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            for item in f.read().split(b"\0"):
+                if item.startswith(b"XDG_RUNTIME_DIR="):
+                    return os.fsdecode(item.split(b"=", 1)[1])
+    except OSError:
+        pass
+    return ""
+
+
 def request(pid, timeout=TIMEOUT):
     """The snapshot of process ``pid``; raises OSError (with a message saying what to do) when
     it does not answer."""
     uid = _target_uid(pid)
     if uid is None:
         raise ProcessLookupError(f"no process {pid}")
-    paths = [os.path.join(d, f"{pid}.sock") for d in _runtime_dirs(uid)]
+    dirs = []
+    for xdg in (_target_xdg(pid), None):  # the target's runtime dir first, then ours
+        dirs += [d for d in _runtime_dirs(uid, xdg) if d not in dirs]
+    paths = [os.path.join(d, f"{pid}.sock") for d in dirs]
     path = next((p for p in paths if os.path.exists(p)), None)
     if path is None:
         raise FileNotFoundError(
