@@ -118,6 +118,11 @@ def venv_python(proj):
     return os.path.join(WORK, proj.name, "venv", "bin", "python")
 
 
+def py_version(python):
+    return subprocess.run([python, "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
 def ensure_venv(proj, python, log):
     """The project's virtualenv with its pinned requirements; (re)installs when they changed."""
     vdir = os.path.join(WORK, proj.name, "venv")
@@ -128,6 +133,10 @@ def ensure_venv(proj, python, log):
     with open(req, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()
     stamp = os.path.join(vdir, ".requirements-sha256")
+    want, have = py_version(python), py_version(vpy) if os.path.exists(vpy) else None
+    if have is not None and have != want:
+        log(f"{os.path.relpath(vdir, REPO)} is Python {have}, not {want}: re-creating it")
+        shutil.rmtree(vdir)
     if not os.path.exists(vpy):
         log(f"creating {os.path.relpath(vdir, REPO)}")
         sh([python, "-m", "venv", vdir])
@@ -167,8 +176,7 @@ def repin(proj, python, log):
          "--exclude", "wheel"],
         check=True, capture_output=True, text=True,
     ).stdout
-    pyver = subprocess.run([spy, "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
-                           check=True, capture_output=True, text=True).stdout.strip()
+    pyver = py_version(spy)
     out = os.path.join(REQ_DIR, proj.name + ".txt")
     with open(out, "w") as f:
         f.write(f"# {proj.name} {proj.version} and its test requirements, every version pinned.\n"
@@ -589,7 +597,9 @@ def print_report(report, loops, args):
             if args.verbose and f.get("message"):
                 say(f"      {f['message']}")
         for k in e.get("known", []):
-            say(f"  known (not counted): {k['id']}: {k['reason']}")
+            reason = " ".join(k["reason"].split())
+            say(f"  known (not counted): {k['id']}: "
+                + (reason if len(reason) <= 160 else reason[:157] + "..."))
         if e.get("only_stock_failures"):
             say(f"  failing on stock only (not counted): {len(e['only_stock_failures'])}: "
                 + ", ".join(e["only_stock_failures"][:10])
