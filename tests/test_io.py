@@ -357,3 +357,28 @@ def test_reader_wakes_idle_loop(loop, socks):
     loop.remove_reader(a)
     assert got and got[0][1] == b"wake"
     assert got[0][0] - t0 < 1.0
+
+
+@pytest.mark.parametrize("direction", ["reader", "writer"])
+def test_remove_closed_socket_by_object(loop, direction):
+    # anyio closes a socket, then removes its reader/writer by the socket object, whose
+    # fileno() is now -1: the selector finds it by identity and returns True.
+    a, b = socket.socketpair()
+    try:
+        getattr(loop, f"add_{direction}")(a, lambda: None)
+        a.close()
+        assert getattr(loop, f"remove_{direction}")(a) is True
+        with pytest.raises(ValueError):  # no longer registered: nothing to find it by
+            getattr(loop, f"remove_{direction}")(a)
+        loop.run_until_complete(asyncio.sleep(0))
+    finally:
+        a.close()
+        b.close()
+
+
+def test_remove_never_registered_closed_socket_raises(loop):
+    a, b = socket.socketpair()
+    a.close()
+    b.close()
+    with pytest.raises(ValueError):
+        loop.remove_reader(a)

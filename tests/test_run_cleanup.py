@@ -150,3 +150,16 @@ def _thread_sigmask(tid):
                 return {signal.Signals(n) for n in range(1, 65) if bits >> (n - 1) & 1
                         and n in signal.Signals._value2member_map_}
     raise AssertionError("no SigBlk line")
+
+
+def test_no_thread_outlives_a_debug_run(loop_factory):
+    # anyio's test_single_thread counts threads after runs: the stdlib starts none.
+    before = threading.active_count()
+    for _ in range(20):
+        lp = loop_factory()
+        try:
+            lp.set_debug(True)
+            lp.run_until_complete(asyncio.sleep(0))
+            assert threading.active_count() == before
+        finally:
+            lp.close()

@@ -320,3 +320,52 @@ def test_ferroloop_nan_delay_runs_in_the_next_turn(ferroloop_mod):
         assert calls == ["nan", "nan-at", "normal"]
     finally:
         loop.close()
+
+
+def test_call_at_keeps_the_deadline_object(loop):
+    # aiohttp passes an int deadline and checks its type (its test_helpers).
+    when = int(loop.time()) + 100
+    h = loop.call_at(when, lambda: None)
+    try:
+        assert h.when() == when and type(h.when()) is int
+        assert type(h._when) is int
+        assert type(loop.call_later(1, lambda: None).when()) is float
+    finally:
+        h.cancel()
+
+
+def test_replaced_time_moves_the_timers(loop):
+    # mock.patch.object(loop, "time") (aiohttp's keep-alive test): the stdlib's turn and
+    # call_later read self.time(), so timers follow the replaced clock.
+    from unittest import mock
+
+    fired = []
+    real = loop.time()
+    loop.call_at(real + 3600, fired.append, "call_at")
+    with mock.patch.object(loop, "time", return_value=real + 7200):
+        h = loop.call_later(10, fired.append, "call_later")
+        assert h.when() == pytest.approx(real + 7210)
+        loop.run_until_complete(asyncio.sleep(0))
+        assert fired == ["call_at"]
+    h.cancel()
+    # Restored: the loop's own clock again.
+    assert abs(loop.call_later(0, lambda: None).when() - time.monotonic()) < 1.0
+
+
+def test_subclass_time_moves_the_timers(loop_factory):
+    probe = loop_factory()
+    base = type(probe)
+    probe.close()
+
+    class Shifted(base):
+        def time(self):
+            return super().time() + 3600
+
+    lp = Shifted()
+    try:
+        fired = []
+        lp.call_at(time.monotonic() + 1800, fired.append, "due")
+        lp.run_until_complete(asyncio.sleep(0))
+        assert fired == ["due"]
+    finally:
+        lp.close()

@@ -184,10 +184,19 @@ class Watchdog:
     def stop(self):
         """Asks the thread to exit; does not wait for it (it exits within its polling interval).
         Called at the end of a run, while the loop is still marked running, where a blocking
-        call (a join) would be reported by blocking-call detectors."""
+        call (a join) would be reported by blocking-call detectors; ``join_stopped`` waits for
+        it once the loop is no longer marked running."""
         thread, self._thread = self._thread, None
         if thread is not None:
             self._stop.set()
+            self._stopped = thread
+
+    def join_stopped(self, timeout=1.0):
+        """Waits for a stopped thread to exit, so that no thread outlives the run (a program
+        that counts its threads sees the stdlib loop's count)."""
+        thread = self.__dict__.pop("_stopped", None)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
 
     def _interval(self):
         """Seconds between two checks (re-read each time: the threshold may change)."""

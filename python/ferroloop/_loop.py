@@ -46,6 +46,9 @@ class Loop(_native.LoopCore, NetworkingMixin, asyncio.AbstractEventLoop):
     stall_threshold = 0.1
 
     def __init__(self):
+        # A subclass that defines its own time(): the turn and call_later follow it.
+        if type(self).time is not _native.LoopCore.time:
+            self._set_time_replaced(True)
         self._thread_id = None
         self._exception_handler = None
         self._default_executor = None
@@ -73,10 +76,24 @@ class Loop(_native.LoopCore, NetworkingMixin, asyncio.AbstractEventLoop):
         self._diag_seq = 0
         self._watchdog = None
         self._kept_tasks = set()
+        self._fileobjs = {}  # fd -> the object it was registered with (_register_fileobj)
         self._wakeup_fd = None  # the signal wakeup fd this loop set while it runs
         _production.init_loop(self)  # production mode: FERROLOOP_WATCHDOG, FERROLOOP_PS
         # PYTHONASYNCIODEBUG=1 and -X dev switch debug mode on at construction.
         self.set_debug(coroutines._is_debug_mode())
+
+    # The stdlib loop's turn and call_later call self.time(), so a test that replaces
+    # loop.time (mock.patch.object(loop, "time"), as aiohttp's do) moves its timers; the native
+    # turn reads its own clock unless told that time() was replaced.
+    def __setattr__(self, name, value):
+        if name == "time":
+            self._set_time_replaced(True)
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name):
+        object.__delattr__(self, name)
+        if name == "time":
+            self._set_time_replaced(type(self).time is not _native.LoopCore.time)
 
     # ----------------------------------------------------------------------------------------
     # Running and stopping
@@ -124,6 +141,7 @@ class Loop(_native.LoopCore, NetworkingMixin, asyncio.AbstractEventLoop):
             self._reset_running_state,
             lambda: self._set_coroutine_origin_tracking(False),
             self._restore_agen_hooks,
+            self._join_diagnostics,  # last: the loop is no longer marked running
         )
 
     def _reset_running_state(self):
@@ -184,6 +202,7 @@ class Loop(_native.LoopCore, NetworkingMixin, asyncio.AbstractEventLoop):
         if self._debug:
             logger.debug("Close %r", self)
         self._close_self_pipe_reader()
+        self._fileobjs.clear()
         self._close_native()
         self._executor_shutdown_called = True
         executor = self._default_executor
@@ -233,13 +252,20 @@ class Loop(_native.LoopCore, NetworkingMixin, asyncio.AbstractEventLoop):
 
     def _stop_diagnostics(self):
         # Never blocks: the watchdog is told to stop, not joined (it exits within its polling
-        # interval, a few milliseconds).
+        # interval, a few milliseconds); _join_diagnostics waits for it after the loop is no
+        # longer marked running.
         watchdog, self._watchdog = self._watchdog, None
         if watchdog is not None:
+            self._stopped_watchdog = watchdog
             try:
                 watchdog.stop()
             finally:
                 _diagnostics.uninstall_unawaited_hook()
+
+    def _join_diagnostics(self):
+        watchdog = self.__dict__.pop("_stopped_watchdog", None)
+        if watchdog is not None:
+            watchdog.join_stopped()
     _set_coroutine_origin_tracking = borrow(_Base, "_set_coroutine_origin_tracking")
     _check_callback = borrow(_Base, "_check_callback")
     _check_thread = borrow(_Base, "_check_thread")
@@ -369,36 +395,57 @@ class Loop(_native.LoopCore, NetworkingMixin, asyncio.AbstractEventLoop):
         """Call ``callback(*args)`` whenever ``fd`` is readable."""
         self._ensure_fd_no_transport(fd)
         self._check_closed()
-        self._native_add_reader(_fileobj_to_fd(fd), callback, *args)
+        self._native_add_reader(self._register_fileobj(fd), callback, *args)
 
     def remove_reader(self, fd):
         """Stop watching ``fd`` for reading; True if it was watched."""
         self._ensure_fd_no_transport(fd)
-        return self._native_remove_reader(_fileobj_to_fd(fd))
+        return self._remove_fd(fd, self._native_remove_reader)
 
     def add_writer(self, fd, callback, *args):
         """Call ``callback(*args)`` whenever ``fd`` is writable."""
         self._ensure_fd_no_transport(fd)
         self._check_closed()
-        self._native_add_writer(_fileobj_to_fd(fd), callback, *args)
+        self._native_add_writer(self._register_fileobj(fd), callback, *args)
 
     def remove_writer(self, fd):
         """Stop watching ``fd`` for writing; True if it was watched."""
         self._ensure_fd_no_transport(fd)
-        return self._native_remove_writer(_fileobj_to_fd(fd))
+        return self._remove_fd(fd, self._native_remove_writer)
 
     # The stdlib's private spellings, which return the handle; some libraries call them.
     def _add_reader(self, fd, callback, *args):
-        return self._native_add_reader(_fileobj_to_fd(fd), callback, *args)
+        return self._native_add_reader(self._register_fileobj(fd), callback, *args)
 
     def _add_writer(self, fd, callback, *args):
-        return self._native_add_writer(_fileobj_to_fd(fd), callback, *args)
+        return self._native_add_writer(self._register_fileobj(fd), callback, *args)
 
     def _remove_reader(self, fd):
-        return self._native_remove_reader(_fileobj_to_fd(fd))
+        return self._remove_fd(fd, self._native_remove_reader)
 
     def _remove_writer(self, fd):
-        return self._native_remove_writer(_fileobj_to_fd(fd))
+        return self._remove_fd(fd, self._native_remove_writer)
+
+    # A file object (a socket) registered by object, not by number, is remembered, so that it
+    # can still be unregistered after it was closed (its fileno() is then -1), as selectors
+    # finds a closed object's key by identity (anyio closes a socket, then removes its reader).
+    def _register_fileobj(self, fileobj):
+        fd = _fileobj_to_fd(fileobj)
+        if not isinstance(fileobj, int):
+            self._fileobjs[fd] = fileobj
+        return fd
+
+    def _remove_fd(self, fileobj, native_remove):
+        try:
+            fd = _fileobj_to_fd(fileobj)
+        except ValueError:
+            fd = next((n for n, obj in self._fileobjs.items() if obj is fileobj), None)
+            if fd is None:
+                raise
+        removed = native_remove(fd)
+        if fd in self._fileobjs and self._fd_callbacks(fd) == (None, None):
+            del self._fileobjs[fd]
+        return removed
 
     # ----------------------------------------------------------------------------------------
     # Signals (unix_events' implementation over a self-pipe that is created on first use)

@@ -40,6 +40,29 @@ pub fn resolution() -> f64 {
 }
 
 /// A clock that only moves when told to: for tests that must not sleep.
+/// The monotonic clock shifted by an offset that its owner sets: the binding's clock, so that a
+/// loop whose `time()` is replaced in Python (tests patch it, as aiohttp's do) runs its timers
+/// against that time, as the stdlib loop does (its turn calls `self.time()`). The offset is zero
+/// unless `time` is replaced.
+#[derive(Debug, Default)]
+pub struct OffsetClock {
+    offset: Cell<f64>,
+}
+
+impl OffsetClock {
+    /// Seconds added to the monotonic clock.
+    pub fn set_offset(&self, offset: f64) {
+        self.offset.set(offset);
+    }
+}
+
+impl Clock for OffsetClock {
+    #[inline]
+    fn now(&self) -> f64 {
+        monotonic() + self.offset.get()
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct ManualClock {
     now: Cell<f64>,

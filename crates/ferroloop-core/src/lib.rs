@@ -25,7 +25,7 @@ pub mod timers;
 pub mod turn;
 
 pub use callback::Callback;
-pub use clock::{Clock, ManualClock, MonotonicClock};
+pub use clock::{Clock, ManualClock, MonotonicClock, OffsetClock};
 pub use event_loop::{
     wait_timeout, Dispatched, EventLoop, Wait, MAXIMUM_SELECT_TIMEOUT, SIGNAL_TOKEN,
 };

@@ -42,6 +42,9 @@ pub(crate) struct HandleState {
     pub(crate) source_traceback: Option<Py<PyAny>>,
     /// The repr saved at cancel time in debug mode, so slow-callback reports still name it.
     pub(crate) repr: Option<Py<PyAny>>,
+    /// A timer's deadline as passed to `call_at` when it was not a float (an int), returned by
+    /// `when()`/`_when` as the stdlib's `TimerHandle` returns it; `None`: the float `when`.
+    pub(crate) when_obj: Option<Py<PyAny>>,
 }
 
 /// A `Handle` with a deadline: what `call_later`/`call_at` return.
@@ -67,6 +70,7 @@ impl Handle {
                 args: Some(args),
                 source_traceback: None,
                 repr: None,
+                when_obj: None,
             }),
         }
     }
@@ -107,6 +111,7 @@ impl Handle {
             visit.call(&st.args)?;
             visit.call(&st.source_traceback)?;
             visit.call(&st.repr)?;
+            visit.call(&st.when_obj)?;
         }
         Ok(())
     }

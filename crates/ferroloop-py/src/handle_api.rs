@@ -70,6 +70,7 @@ impl Handle {
                     st.args.take(),
                     st.source_traceback.take(),
                     st.repr.take(),
+                    st.when_obj.take(),
                 )
             };
             drop(taken);
@@ -159,13 +160,13 @@ impl Handle {
 #[pymethods]
 impl TimerHandle {
     /// The absolute time, on the loop clock, at which the callback is scheduled.
-    fn when(slf: PyRef<'_, Self>) -> f64 {
-        slf.as_super().when
+    fn when(slf: PyRef<'_, Self>) -> Py<PyAny> {
+        timer_when(&slf)
     }
 
     #[getter]
-    fn _when(slf: PyRef<'_, Self>) -> f64 {
-        slf.as_super().when
+    fn _when(slf: PyRef<'_, Self>) -> Py<PyAny> {
+        timer_when(&slf)
     }
 
     #[getter]
@@ -226,4 +227,14 @@ fn timer_eq(py: Python<'_>, a: &Handle, b: &Handle) -> PyResult<bool> {
         }
     };
     Ok(eq_opt(ca, cb)? && eq_opt(aa, ab)?)
+}
+
+/// The deadline as `call_at` got it (see `HandleState::when_obj`), else the float.
+fn timer_when(slf: &PyRef<'_, TimerHandle>) -> Py<PyAny> {
+    let py = slf.py();
+    let h = slf.as_super();
+    match h.st.borrow(py).when_obj.as_ref() {
+        Some(obj) => obj.clone_ref(py),
+        None => pyo3::types::PyFloat::new(py, h.when).into_any().unbind(),
+    }
 }

@@ -14,7 +14,7 @@ use crate::loop_state::{closed_error, LoopState};
 use crate::signals::SignalPipe;
 use crate::stats::{Counters, TimeStats};
 use crate::turn;
-use ferroloop_core::{clock, EventLoop, Events, MonotonicClock, Poller};
+use ferroloop_core::{clock, EventLoop, Events, OffsetClock, Poller};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
@@ -77,6 +77,7 @@ impl LoopCore {
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
         context: Option<Bound<'_, PyAny>>,
+        when_obj: Option<Py<PyAny>>,
     ) -> PyResult<Py<TimerHandle>> {
         let py = slf.py();
         let this = slf.get();
@@ -91,6 +92,9 @@ impl LoopCore {
             PyClassInitializer::from(handle).add_subclass(TimerHandle),
         )?;
         let base: Py<Handle> = timer.bind(py).as_super().clone().unbind();
+        if when_obj.is_some() {
+            base.get().st.borrow_mut(py).when_obj = when_obj;
+        }
         if debug {
             slf.call_method1(intern!(py, "_debug_set_traceback"), (&timer,))?;
         }
@@ -160,13 +164,14 @@ impl LoopCore {
         let clock_resolution = clock::resolution();
         Ok(LoopCore {
             st: GilCell::new(LoopState {
-                ev: EventLoop::new(poller, MonotonicClock, clock_resolution),
+                ev: EventLoop::new(poller, OffsetClock::default(), clock_resolution),
                 times: TimeStats::default(),
                 signal_pipe: None,
             }),
             events: Mutex::new(Events::new()),
             waker: GilCell::new(Some(waker)),
             stopping: AtomicBool::new(false),
+            time_replaced: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             debug: AtomicBool::new(false),
             task_factory: GilCell::new(None),
@@ -252,13 +257,20 @@ impl LoopCore {
         let Some(delay) = delay else {
             return Err(PyTypeError::new_err("delay must not be None"));
         };
-        Self::schedule_at(slf, clock::monotonic() + delay, callback, args, context)
+        let now = if slf.get().time_replaced.load(Relaxed) {
+            // `time` is replaced in Python: `call_at(self.time() + delay)`, as the stdlib.
+            slf.call_method0(intern!(slf.py(), "time"))?
+                .extract::<f64>()?
+        } else {
+            clock::monotonic()
+        };
+        Self::schedule_at(slf, now + delay, callback, args, context, None)
     }
 
     #[pyo3(signature = (when, callback, *args, context=None))]
     fn call_at(
         slf: &Bound<'_, Self>,
-        when: Option<f64>,
+        when: Option<Bound<'_, PyAny>>,
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
         context: Option<Bound<'_, PyAny>>,
@@ -266,7 +278,11 @@ impl LoopCore {
         let Some(when) = when else {
             return Err(PyTypeError::new_err("when cannot be None"));
         };
-        Self::schedule_at(slf, when, callback, args, context)
+        let secs: f64 = when.extract()?;
+        // `when()` and `_when` give back the object passed, as `asyncio.TimerHandle` keeps it
+        // (aiohttp passes an int and checks its type); the heap orders by the float.
+        let keep = (!when.is_exact_instance_of::<pyo3::types::PyFloat>()).then(|| when.unbind());
+        Self::schedule_at(slf, secs, callback, args, context, keep)
     }
 
     /// Wakes the loop from another thread (the stdlib's name for it).
@@ -311,6 +327,14 @@ impl LoopCore {
 
     fn get_debug(&self) -> bool {
         self.debug()
+    }
+
+    /// `Loop.__setattr__`/`__delattr__` and `__init__` say whether `time` is replaced in Python.
+    fn _set_time_replaced(&self, py: Python<'_>, replaced: bool) {
+        self.time_replaced.store(replaced, Relaxed);
+        if !replaced {
+            self.st.borrow(py).ev.clock().set_offset(0.0);
+        }
     }
 
     fn _set_debug_flag(&self, enabled: bool) {

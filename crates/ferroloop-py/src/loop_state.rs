@@ -12,7 +12,7 @@ use crate::gil::GilCell;
 use crate::handle::{Handle, HandleRef};
 use crate::signals::SignalPipe;
 use crate::stats::{Counters, TimeStats};
-use ferroloop_core::{EventLoop, Events, Waker};
+use ferroloop_core::{EventLoop, Events, OffsetClock, Waker};
 use pyo3::exceptions::{PyOSError, PyRuntimeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -25,7 +25,7 @@ use std::sync::Mutex;
 pub(crate) struct LoopState {
     /// Ready queue, timer heap, fd table and poller (the core crate). Its poller is `None` once
     /// the loop is closed.
-    pub(crate) ev: EventLoop<HandleRef>,
+    pub(crate) ev: EventLoop<HandleRef, OffsetClock>,
     pub(crate) times: TimeStats,
     /// The signal wakeup pipe (signals.rs), created the first time the loop runs in the main
     /// thread; watched by the poller under `SIGNAL_TOKEN`, outside the fd table.
@@ -44,6 +44,9 @@ pub struct LoopCore {
     pub(crate) waker: GilCell<Option<Waker>>,
     /// `stop()` was called: the loop finishes the current turn and `run_forever` returns.
     pub(crate) stopping: AtomicBool,
+    /// `time` is replaced on the instance or in a subclass (`Loop.__setattr__` and `__init__`
+    /// keep it): each turn and `call_later` then read `self.time()`, as the stdlib loop does.
+    pub(crate) time_replaced: AtomicBool,
     pub(crate) closed: AtomicBool,
     pub(crate) debug: AtomicBool,
     /// `loop.set_task_factory()`'s factory; `None` for the default (`asyncio.Task`).

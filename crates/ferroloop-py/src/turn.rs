@@ -20,7 +20,7 @@ use crate::gc::Owner;
 use crate::handle::{Handle, HandleRef};
 use crate::loop_state::{os_error, LoopCore};
 use crate::stats::bump;
-use ferroloop_core::{clock, EventLoop, Events, Host, MonotonicClock, Poller};
+use ferroloop_core::{clock, EventLoop, Events, Host, OffsetClock, Poller};
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
@@ -41,7 +41,7 @@ struct PyHost<'a, 'py> {
 
 impl Host for PyHost<'_, '_> {
     type Callback = HandleRef;
-    type Clock = MonotonicClock;
+    type Clock = OffsetClock;
     type Error = PyErr;
     type Events<'b>
         = MutexGuard<'b, Events>
@@ -49,7 +49,7 @@ impl Host for PyHost<'_, '_> {
         Self: 'b;
 
     #[inline]
-    fn with_loop<R>(&self, f: impl FnOnce(&mut EventLoop<HandleRef>) -> R) -> R {
+    fn with_loop<R>(&self, f: impl FnOnce(&mut EventLoop<HandleRef, OffsetClock>) -> R) -> R {
         f(&mut self.this.st.borrow_mut(self.py).ev)
     }
 
@@ -152,6 +152,9 @@ impl Host for PyHost<'_, '_> {
 /// One turn of the loop (`LoopCore._run_once`, CPython's `BaseEventLoop._run_once`).
 pub(crate) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
     let this = slf.get();
+    if this.time_replaced.load(Relaxed) {
+        sync_replaced_time(slf)?;
+    }
     let host = PyHost {
         slf,
         this,
@@ -159,6 +162,16 @@ pub(crate) fn run_once(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
         debug: this.debug(),
     };
     ferroloop_core::run_once(&host)
+}
+
+/// `time` is replaced in Python: the turn's clock follows `self.time()` (read once per turn,
+/// before any borrow), so timers run when the replaced time says they are due.
+fn sync_replaced_time(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
+    let py = slf.py();
+    let now: f64 = slf.call_method0(intern!(py, "time"))?.extract()?;
+    let offset = now - clock::monotonic();
+    slf.get().st.borrow(py).ev.clock().set_offset(offset);
+    Ok(())
 }
 
 /// Runs turns until `stop()` (`LoopCore._run_native`); the Python `run_forever` does the setup
