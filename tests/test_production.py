@@ -339,3 +339,26 @@ def test_ferroloop_watchdog_command_line_option(tmp_path):
                        capture_output=True, text=True, timeout=60, env=child_env())
     assert p.returncode == 2
     assert "--watchdog needs a number of seconds > 0, not '-1'" in p.stderr
+
+
+def test_ferroloop_run_watchdog_and_ps_arguments(ferroloop_mod, records):
+    from ferroloop import _ps
+
+    async def blocking():
+        time.sleep(0.5)
+        return "done"
+
+    async def main():
+        return await asyncio.create_task(blocking(), name="blocker")
+
+    try:
+        assert ferroloop_mod.run(main(), watchdog=0.2, ps=True) == "done"
+        path = _ps._server.path
+        assert os.path.exists(path) and (os.stat(path).st_mode & 0o777) == 0o600
+    finally:
+        _ps.stop()
+    text = "\n".join(records.messages())
+    assert "the event loop has been blocked for" in text
+    assert "Task 'blocker'" in text
+    assert not os.path.exists(path)
+    assert ferroloop_mod.metrics.instrument is not None

@@ -48,6 +48,10 @@ else:
                 value = "0+unknown"
             globals()["__version__"] = value
             return value
+        if name == "metrics":  # ferroloop.metrics.instrument(loop): OpenTelemetry export
+            from . import _metrics
+
+            return _metrics
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

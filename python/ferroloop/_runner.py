@@ -26,7 +26,12 @@ _T = TypeVar("_T")
 
 
 def run(
-    main: Coroutine[Any, Any, _T], *, debug: bool | None = None, keep_tasks: bool = False
+    main: Coroutine[Any, Any, _T],
+    *,
+    debug: bool | None = None,
+    keep_tasks: bool = False,
+    watchdog: float | None = None,
+    ps: bool = False,
 ) -> _T:
     """Run the coroutine ``main`` on a new ferroloop loop and return its result.
 
@@ -38,6 +43,10 @@ def run(
     (fire-and-forget tasks can no longer be garbage-collected mid-flight). In debug mode, tasks
     still pending when ``main`` returns are reported, with where they were created, before
     they are cancelled.
+
+    ``watchdog=SECONDS`` turns on production mode's blocked-loop reports (``loop.set_watchdog``,
+    without debug mode's cost); ``ps=True`` lets ``python -m ferroloop ps PID`` list this
+    process's tasks through a private Unix socket.
     """
     if events._get_running_loop() is not None:
         # The stdlib's message, and what to do instead.
@@ -48,7 +57,14 @@ def run(
         loop = new_event_loop()
         if keep_tasks:
             loop.set_keep_tasks(True)
+        if watchdog is not None:
+            loop.set_watchdog(watchdog)
         return loop
+
+    if ps:
+        from . import _ps
+
+        _ps.serve()
 
     with asyncio.Runner(debug=debug, loop_factory=factory) as runner:
         try:
