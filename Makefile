@@ -11,7 +11,7 @@ DOWNSTREAM_STAMP := $(VENV)/.downstream-stamp
 CARGO_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help run venv build test test-rust test-py test-downstream conformance conformance-all bench lint clean
+.PHONY: help run venv build test test-rust test-py test-downstream conformance conformance-all bench lint clean suites suites-ci test-versions test-fallback
 
 help: ## list the commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -38,7 +38,7 @@ run: build ## the main job: an asyncio program running on ferroloop
 # What CI runs (.ci/run): lint, the core's cargo tests, pytest and CPython's suite on every
 # supported Python, the real projects, and the whole pytest suite once more with epoll_pwait2
 # refused by the kernel (strace fault injection).
-test: lint test-rust test-py test-downstream conformance test-versions test-fallback ## every test: lint, cargo tests, pytest and CPython's suite on 3.11-3.13, real projects, the epoll_wait fallback
+test: lint test-rust test-py test-downstream conformance test-versions test-fallback suites-ci ## every test: lint, cargo tests, pytest and CPython's suite on 3.11-3.13, real projects, the epoll_wait fallback
 
 test-rust: ## cargo tests of the pure-Rust core (no Python)
 	cargo test -q -p ferroloop-core
@@ -171,6 +171,11 @@ wheels: $(STAMP) ## manylinux_2_28 (and musllinux_1_2) wheels for 3.11-3.13 in t
 .PHONY: suites
 suites: build ## real projects' own test suites (uvicorn, anyio, aiohttp) on the stock loop and on ferroloop
 	$(VPY) tests/suites/run.py $(ARGS)
+
+# In CI: uvicorn's and anyio's suites (about 7 minutes); aiohttp's takes 14 more minutes of both
+# cores and is run by `make suites` (its figures are in the README).
+suites-ci: build ## the real projects' suites that CI runs: uvicorn and anyio
+	$(VPY) tests/suites/run.py --projects uvicorn,anyio $(ARGS)
 
 .PHONY: bench-prod
 bench-prod: build ## cost of production mode (the blocked-loop watchdog): paired rounds, watchdog off vs on

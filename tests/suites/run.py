@@ -444,6 +444,9 @@ def main(argv=None):
     ap.add_argument("-k", action="append", default=[], metavar="EXPR",
                     help="pytest -k expression (repeatable)")
     ap.add_argument("--json", metavar="OUT", help="write the report as JSON")
+    ap.add_argument("--reruns", type=int, default=1,
+                    help="run each ferroloop-only failure again this many times; one that "
+                         "passes is reported as flaky, not counted (default 1)")
     ap.add_argument("--jobs", type=int, default=2,
                     help="pytest-xdist workers for the suites that use xdist (uvicorn, aiohttp); "
                          "0 runs them in one process (default 2)")
@@ -525,6 +528,25 @@ def main(argv=None):
                 log("stock baseline: " + ("the last stock run of this selection" if stock
                     is not None else "none (every ferroloop failure counts)"))
             only, excused, better = compare(proj, stock, fr["outcomes"], known, stock_crashed)
+            # A ferroloop-only failure is run again, alone, on ferroloop (args.reruns times):
+            # one that then passes is reported as flaky (a timing test on a loaded machine),
+            # not counted. One that fails again counts.
+            flaky = []
+            if only and args.reruns and not fr["crashed"]:
+                rerun_args = argparse.Namespace(**vars(args))
+                rerun_args.k = []
+                rerun_args.pytest_args = list(args.pytest_args) + [t for t, _, _ in only]
+                for attempt in range(args.reruns):
+                    log(f"ferroloop: running the {len(only)} ferroloop-only failure(s) again "
+                        f"({attempt + 1} of {args.reruns})")
+                    rr = run_suite(proj, "ferroloop", vpy, root, rerun_args, log)
+                    passed_now = {t for t, v in rr["outcomes"].items() if v[0] not in FAIL}
+                    flaky += [t for t, _, _ in only if t in passed_now]
+                    only = [e for e in only if e[0] not in passed_now]
+                    if not only:
+                        break
+                    rerun_args.pytest_args = list(args.pytest_args) + [t for t, _, _ in only]
+            entry["flaky"] = flaky
             entry["ferroloop_only"] = [{"id": t, "outcome": o, "message": m} for t, o, m in only]
             entry["known"] = [{"id": t, "reason": r} for t, r in excused]
             entry["only_stock_failures"] = better
@@ -591,6 +613,8 @@ def print_report(report, loops, args):
         head += f", {e['seconds']:.0f} s in all"
         say("")
         say(head)
+        for t in e.get("flaky", []):
+            say(f"  flaky (failed on ferroloop, passed when run again; not counted): {t}")
         for f in e.get("ferroloop_only", []):
             line = f"  ferroloop-only {f['outcome']}: {f['id']}"
             say(line)
