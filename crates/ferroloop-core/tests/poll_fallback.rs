@@ -14,7 +14,7 @@
 //! Timing checks use generous upper bounds and medians: the CI machine has 2 noisy cores.
 
 mod common;
-use common::{median, pair, timed_wait, turn, Waiter, READ, WRITE};
+use common::{install_noop_sigusr1_handler, median, pair, timed_wait, turn, Waiter, READ, WRITE};
 use ferroloop_core::poller::{force_epoll_wait, uses_epoll_wait};
 use ferroloop_core::Readiness;
 use ferroloop_core::{Events, Poller};
@@ -211,21 +211,6 @@ fn a_full_buffer_grows_and_reports_every_fd() {
 }
 
 // ---- signals ----
-
-extern "C" fn on_sigusr1(_: libc::c_int) {}
-
-fn install_noop_sigusr1_handler() {
-    // SAFETY: a zeroed `sigaction` is a valid value; the handler is async-signal-safe (it does
-    // nothing), and installing the same handler repeatedly is harmless.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_sigusr1 as *const () as libc::sighandler_t;
-        libc::sigemptyset(&mut sa.sa_mask);
-        // SA_RESTART on purpose: epoll waits are never restarted, whatever the flag says.
-        sa.sa_flags = libc::SA_RESTART;
-        assert_eq!(libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()), 0);
-    }
-}
 
 #[test]
 fn signal_during_wait_is_interrupted_and_the_poller_still_works() {

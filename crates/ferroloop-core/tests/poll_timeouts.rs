@@ -5,7 +5,9 @@
 //! Timing checks use generous upper bounds and medians: the CI machine has 2 noisy cores.
 
 mod common;
-use common::{median, pair, timed_wait, turn, Waiter, BOTH, READ, WRITE};
+use common::{
+    install_noop_sigusr1_handler, median, pair, timed_wait, turn, Waiter, BOTH, READ, WRITE,
+};
 use ferroloop_core::{Events, Interest, Poller, Readiness};
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
@@ -408,21 +410,6 @@ fn fds_can_be_added_from_another_thread_during_a_wait() {
 }
 
 // ---- signals ----
-
-extern "C" fn on_sigusr1(_: libc::c_int) {}
-
-fn install_noop_sigusr1_handler() {
-    // SAFETY: a zeroed `sigaction` is a valid value; the handler is async-signal-safe (it does
-    // nothing), and installing the same handler repeatedly is harmless.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_sigusr1 as *const () as libc::sighandler_t;
-        libc::sigemptyset(&mut sa.sa_mask);
-        // SA_RESTART on purpose: epoll waits are never restarted, whatever the flag says.
-        sa.sa_flags = libc::SA_RESTART;
-        assert_eq!(libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()), 0);
-    }
-}
 
 #[test]
 fn signal_during_wait_is_interrupted() {

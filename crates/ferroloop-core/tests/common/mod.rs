@@ -176,3 +176,19 @@ pub fn median(mut v: Vec<Duration>) -> Duration {
 pub fn pair() -> (UnixStream, UnixStream) {
     UnixStream::pair().expect("socketpair")
 }
+
+extern "C" fn on_sigusr1(_: libc::c_int) {}
+
+/// A SIGUSR1 handler that does nothing, so that a signal ends a wait with EINTR.
+pub fn install_noop_sigusr1_handler() {
+    // SAFETY: a zeroed `sigaction` is a valid value; the handler is async-signal-safe (it does
+    // nothing), and installing the same handler repeatedly is harmless.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_sigusr1 as *const () as libc::sighandler_t;
+        libc::sigemptyset(&mut sa.sa_mask);
+        // SA_RESTART on purpose: epoll waits are never restarted, whatever the flag says.
+        sa.sa_flags = libc::SA_RESTART;
+        assert_eq!(libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()), 0);
+    }
+}
