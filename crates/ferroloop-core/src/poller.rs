@@ -352,11 +352,13 @@ impl Poller {
     fn wait_millis(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
         debug_assert!(events.buf.is_empty());
         let max = events.buf.capacity().min(libc::c_int::MAX as usize) as libc::c_int;
-        // SAFETY: the pointer is the start of `events.buf`'s allocation, which has room for
-        // `capacity() >= max` elements (Events starts at 256 and only grows), and the vector is
-        // not touched while the kernel writes into it. An `epoll::Event` has exactly the layout
-        // of `libc::epoll_event` (the const assertions above), so the kernel's writes land in
-        // whole elements. The epoll fd is owned by `self` and open for the whole call.
+        // Why the call below is sound: the pointer is the start of `events.buf`'s allocation,
+        // which has room for `capacity() >= max` elements (Events starts at 256 and only grows),
+        // and the vector is not touched while the kernel writes into it. An `epoll::Event` has
+        // exactly the layout of `libc::epoll_event` (the const assertions above), so the
+        // kernel's writes land in whole elements. The epoll fd is owned by `self` and open for
+        // the whole call.
+        // SAFETY: as argued just above.
         let n = unsafe {
             libc::epoll_wait(
                 self.epoll.as_raw_fd(),
