@@ -28,8 +28,10 @@ impl Clock for MonotonicClock {
 #[inline]
 pub fn monotonic() -> f64 {
     let ts = clock_gettime(ClockId::Monotonic);
-    // CPython converts to integer nanoseconds and divides by 1e9; do the same so the two agree.
-    let ns = ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128;
+    // CPython converts to integer nanoseconds (an int64, `_PyTime_t`) and divides by 1e9; do
+    // the same so the two agree. i64 nanoseconds cover 292 years of uptime, and converting an
+    // i64 to f64 is one instruction where an i128 takes a library call.
+    let ns = ts.tv_sec as i64 * 1_000_000_000 + ts.tv_nsec as i64;
     ns as f64 / 1e9
 }
 

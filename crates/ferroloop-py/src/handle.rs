@@ -15,7 +15,13 @@ use pyo3::{PyTraverseError, PyVisit};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 /// A callback scheduled on the loop, with its arguments and its contextvars `Context`.
-#[pyclass(subclass, frozen, module = "ferroloop", name = "Handle")]
+#[pyclass(
+    subclass,
+    frozen,
+    freelist = 1024,
+    module = "ferroloop",
+    name = "Handle"
+)]
 pub struct Handle {
     /// The loop (a `LoopCore` subclass instance) that will run this handle.
     pub(crate) loop_: Py<PyAny>,
@@ -48,7 +54,7 @@ pub(crate) struct HandleState {
 }
 
 /// A `Handle` with a deadline: what `call_later`/`call_at` return.
-#[pyclass(extends = Handle, frozen, module = "ferroloop", name = "TimerHandle")]
+#[pyclass(extends = Handle, frozen, freelist = 256, module = "ferroloop", name = "TimerHandle")]
 pub struct TimerHandle;
 
 impl Handle {

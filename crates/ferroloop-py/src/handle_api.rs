@@ -150,8 +150,7 @@ impl Handle {
         if let Some(r) = slf.get().st.borrow(py).repr.as_ref() {
             return Ok(r.clone_ref(py));
         }
-        Ok(py
-            .import(intern!(py, "ferroloop._compat"))?
+        Ok(crate::cached::compat(py)?
             .call_method1(intern!(py, "handle_repr"), (slf,))?
             .unbind())
     }

@@ -4,6 +4,7 @@
 // Layering, lowest first (no module imports one above it): gil, gc, stats, signals; handle
 // (fields and ownership); loop_state (`LoopCore`'s fields); turn (the run loop); handle_api
 // (`Handle`'s Python methods); fd_watch; loop_core (`LoopCore`'s Python methods); transport.
+mod cached;
 mod fd_watch;
 mod gc;
 mod gil;

@@ -7,6 +7,7 @@
 //! signals) is in `python/ferroloop/_loop.py`, which subclasses this class. The struct and its
 //! shared helpers are in `loop_state.rs`.
 
+use crate::cached;
 use crate::gc::Owner;
 use crate::gil::GilCell;
 use crate::handle::{Handle, HandleRef, TimerHandle};
@@ -136,9 +137,13 @@ pub(crate) fn vectorcall_kw<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = cls.py();
     debug_assert_eq!(kwnames.len(), kw.len());
-    let mut stack: Vec<*mut ffi::PyObject> = Vec::with_capacity(args.len() + kw.len());
-    stack.extend(args.iter().map(|a| a.as_ptr()));
-    stack.extend(kw.iter().map(|a| a.as_ptr()));
+    // On the stack: the loop's own calls pass at most a few arguments.
+    let mut stack = [std::ptr::null_mut::<ffi::PyObject>(); 8];
+    let n = args.len() + kw.len();
+    assert!(n <= stack.len(), "vectorcall_kw: too many arguments");
+    for (slot, a) in stack.iter_mut().zip(args.iter().chain(kw.iter())) {
+        *slot = a.as_ptr();
+    }
     // Every pointer in `stack` is borrowed from a `Bound` that outlives the call, the keyword
     // values follow the positional ones as the vectorcall protocol requires, and `kwnames` is a
     // tuple of str with exactly `kw.len()` items.
@@ -433,11 +438,8 @@ impl LoopCore {
     /// `asyncio.futures` at each call, as the stdlib does, so patching it still works.
     fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
-        let cls = py
-            .import(intern!(py, "asyncio.futures"))?
-            .getattr(intern!(py, "Future"))?;
-        let names = PyTuple::new(py, [intern!(py, "loop")])?;
-        vectorcall_kw(&cls, &[], &names, &[slf.as_any()])
+        let cls = cached::futures(py)?.getattr(intern!(py, "Future"))?;
+        vectorcall_kw(&cls, &[], cached::kw_loop(py)?, &[slf.as_any()])
     }
 
     /// `create_task` without a Python frame when no task factory is set, debug mode is off and
@@ -467,22 +469,12 @@ impl LoopCore {
             return slf.call_method(intern!(py, "_create_task_py"), (coro,), Some(&all));
         }
         this.check_closed()?;
-        let cls = py
-            .import(intern!(py, "asyncio.tasks"))?
-            .getattr(intern!(py, "Task"))?;
+        let cls = cached::tasks(py)?.getattr(intern!(py, "Task"))?;
         let none = py.None().into_bound(py);
-        let names = PyTuple::new(
-            py,
-            [
-                intern!(py, "loop"),
-                intern!(py, "name"),
-                intern!(py, "context"),
-            ],
-        )?;
         vectorcall_kw(
             &cls,
             &[coro],
-            &names,
+            cached::kw_loop_name_context(py)?,
             &[
                 slf.as_any(),
                 name.unwrap_or(&none),

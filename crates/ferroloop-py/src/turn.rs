@@ -317,7 +317,7 @@ fn format_callback_source(
     args: Option<&Py<PyTuple>>,
     debug: bool,
 ) -> PyResult<String> {
-    let compat = py.import(intern!(py, "ferroloop._compat"))?;
+    let compat = crate::cached::compat(py)?;
     let args: Py<PyAny> = match args {
         Some(a) => a.clone_ref(py).into_any(),
         None => py.None(),

@@ -1,0 +1,66 @@
+//! Objects looked up once per process and kept: the modules whose classes the loop instantiates
+//! on hot paths (`asyncio.futures` for `create_future`, `asyncio.tasks` for `create_task`) and
+//! the keyword-name tuples of the calls the loop makes with keywords.
+//!
+//! `py.import(...)` costs a trip through `builtins.__import__` (a few hundred nanoseconds) at
+//! every call; a module object never changes identity, so it is imported once. The class is
+//! still read from the module at each call, so `asyncio.futures.Future = X` (as a test or a
+//! library may patch it) takes effect as it does on the stock loop.
+
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyModule, PyString, PyTuple};
+
+static FUTURES: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+static TASKS: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+static COMPAT: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+static KW_LOOP: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
+static KW_LOOP_NAME_CONTEXT: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
+
+fn module<'py>(
+    py: Python<'py>,
+    cell: &'static PyOnceLock<Py<PyModule>>,
+    name: &str,
+) -> PyResult<&'py Bound<'py, PyModule>> {
+    Ok(cell
+        .get_or_try_init(py, || PyModule::import(py, name).map(Bound::unbind))?
+        .bind(py))
+}
+
+/// `asyncio.futures`.
+pub(crate) fn futures(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
+    module(py, &FUTURES, "asyncio.futures")
+}
+
+/// `asyncio.tasks`.
+pub(crate) fn tasks(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
+    module(py, &TASKS, "asyncio.tasks")
+}
+
+/// `ferroloop._compat` (the version switches).
+pub(crate) fn compat(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
+    module(py, &COMPAT, "ferroloop._compat")
+}
+
+fn names<'py>(
+    py: Python<'py>,
+    cell: &'static PyOnceLock<Py<PyTuple>>,
+    items: &[&str],
+) -> PyResult<&'py Bound<'py, PyTuple>> {
+    Ok(cell
+        .get_or_try_init(py, || {
+            // Interned, as the callee matches keyword names by identity first.
+            PyTuple::new(py, items.iter().map(|s| PyString::intern(py, s))).map(Bound::unbind)
+        })?
+        .bind(py))
+}
+
+/// `("loop",)`, the keyword names of `Future(loop=...)`.
+pub(crate) fn kw_loop(py: Python<'_>) -> PyResult<&Bound<'_, PyTuple>> {
+    names(py, &KW_LOOP, &["loop"])
+}
+
+/// `("loop", "name", "context")`, the keyword names of `Task(coro, loop=, name=, context=)`.
+pub(crate) fn kw_loop_name_context(py: Python<'_>) -> PyResult<&Bound<'_, PyTuple>> {
+    names(py, &KW_LOOP_NAME_CONTEXT, &["loop", "name", "context"])
+}
