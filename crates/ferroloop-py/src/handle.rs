@@ -54,7 +54,7 @@ pub(crate) struct HandleState {
 }
 
 /// A `Handle` with a deadline: what `call_later`/`call_at` return.
-#[pyclass(extends = Handle, frozen, freelist = 256, module = "ferroloop", name = "TimerHandle")]
+#[pyclass(extends = Handle, frozen, module = "ferroloop", name = "TimerHandle")]
 pub struct TimerHandle;
 
 impl Handle {

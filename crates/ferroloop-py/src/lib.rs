@@ -5,6 +5,7 @@
 // (fields and ownership); loop_state (`LoopCore`'s fields); turn (the run loop); handle_api
 // (`Handle`'s Python methods); fd_watch; loop_core (`LoopCore`'s Python methods); transport.
 mod cached;
+mod fastcall;
 mod fd_watch;
 mod gc;
 mod gil;
@@ -12,6 +13,7 @@ mod handle;
 mod handle_api;
 mod loop_core;
 mod loop_state;
+mod pool;
 mod signals;
 mod stats;
 mod transport;
@@ -28,6 +30,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<loop_core::LoopCore>()?;
     m.add_class::<handle::Handle>()?;
     m.add_class::<handle::TimerHandle>()?;
+    pool::install(m.py())?;
+    fastcall::install(m.py())?;
     m.add_class::<transport::TransportCore>()?;
     m.add_class::<transport::WriteBuffer>()?;
     Ok(())

@@ -30,6 +30,14 @@ use std::sync::Mutex;
 pub(crate) use crate::loop_state::{os_error, LoopCore};
 
 impl LoopCore {
+    /// Wakes the loop out of its wait (`_write_to_self`, `call_soon_threadsafe`).
+    pub(crate) fn wake(slf: &Bound<'_, Self>) {
+        if let Some(w) = slf.get().waker.borrow(slf.py()).as_ref() {
+            // A failed eventfd write can only mean the counter is saturated, i.e. already awake.
+            let _ = w.wake();
+        }
+    }
+
     /// The debug-mode checks of `call_soon` & co (thread, callback type): in Python, off the hot
     /// path.
     fn debug_check(
@@ -45,7 +53,7 @@ impl LoopCore {
         Ok(())
     }
 
-    fn schedule_soon(
+    pub(crate) fn schedule_soon(
         slf: &Bound<'_, Self>,
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
@@ -228,28 +236,7 @@ impl LoopCore {
         clock::monotonic()
     }
 
-    #[pyo3(signature = (callback, *args, context=None))]
-    fn call_soon(
-        slf: &Bound<'_, Self>,
-        callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
-        context: Option<Bound<'_, PyAny>>,
-    ) -> PyResult<Py<Handle>> {
-        Self::schedule_soon(slf, callback, args, context, "call_soon", true)
-    }
-
-    #[pyo3(signature = (callback, *args, context=None))]
-    fn call_soon_threadsafe(
-        slf: &Bound<'_, Self>,
-        callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
-        context: Option<Bound<'_, PyAny>>,
-    ) -> PyResult<Py<Handle>> {
-        let handle =
-            Self::schedule_soon(slf, callback, args, context, "call_soon_threadsafe", false)?;
-        Self::_write_to_self(slf);
-        Ok(handle)
-    }
+    // `call_soon` and `call_soon_threadsafe` are raw vectorcall methods: fastcall.rs.
 
     #[pyo3(signature = (delay, callback, *args, context=None))]
     fn call_later(
@@ -292,12 +279,7 @@ impl LoopCore {
 
     /// Wakes the loop from another thread (the stdlib's name for it).
     fn _write_to_self(slf: &Bound<'_, Self>) {
-        let py = slf.py();
-        let waker = slf.get().waker.borrow(py).clone();
-        if let Some(w) = waker {
-            // A failed eventfd write can only mean the counter is saturated, i.e. already awake.
-            let _ = w.wake();
-        }
+        Self::wake(slf);
     }
 
     /// Stops the loop after the current turn (in any state; a stopped loop runs one turn when

@@ -1,0 +1,144 @@
+"""The scheduling fast paths behave as the slow ones did (issue #10, item 4).
+
+- ``call_soon`` / ``call_soon_threadsafe`` are raw vectorcall entries (fastcall.rs): arguments,
+  the ``context=`` keyword and every argument error as before.
+- Handles are pooled (pool.rs): a recycled handle is a new object in every observable way, and
+  a handle someone still holds is never recycled.
+- ``create_future`` / ``create_task`` import their modules once but still read the class at each
+  call, so patching ``asyncio.futures.Future`` works as on the stock loop.
+
+The tests run on both loops (the ``loop`` fixture), so the stock loop checks the expectations.
+"""
+
+import asyncio
+import contextvars
+import gc
+import threading
+import weakref
+
+import pytest
+
+VAR = contextvars.ContextVar("VAR", default="unset")
+
+
+def _one_turn(loop):
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+
+
+def test_call_soon_arguments_and_context(loop):
+    seen = []
+    ctx = contextvars.copy_context()
+    ctx.run(VAR.set, "in ctx")
+    loop.call_soon(lambda *a: seen.append(("pos", a, VAR.get())), 1, 2, 3)
+    loop.call_soon(lambda: seen.append(("kw", (), VAR.get())), context=ctx)
+    loop.call_soon(lambda *a: seen.append(("both", a, VAR.get())), "x", context=ctx)
+    loop.call_soon(lambda: seen.append(("none", (), VAR.get())), context=None)
+    _one_turn(loop)
+    assert seen == [
+        ("pos", (1, 2, 3), "unset"),
+        ("kw", (), "in ctx"),
+        ("both", ("x",), "in ctx"),
+        ("none", (), "unset"),
+    ]
+
+
+@pytest.mark.parametrize("method", ["call_soon", "call_soon_threadsafe"])
+def test_call_soon_argument_errors(loop, method):
+    fn = getattr(loop, method)
+    with pytest.raises(TypeError, match="callback"):
+        fn()
+    with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
+        fn(print, bogus=1)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
+        fn(print, context=None, bogus=1)
+    with pytest.raises(TypeError):
+        fn(print, **{"context": None, "callback": print})
+    # Nothing was scheduled by the failed calls.
+    assert not [h for h in getattr(loop, "_ready", []) if not h.cancelled()]
+
+
+def test_call_soon_each_handle_gets_its_own_context_copy(loop):
+    seen = []
+
+    def setter(v):
+        VAR.set(v)
+        seen.append(VAR.get())
+
+    VAR.set("outer")
+    try:
+        for i in range(3):
+            loop.call_soon(setter, i)
+        loop.call_soon(lambda: seen.append(VAR.get()))
+        _one_turn(loop)
+    finally:
+        VAR.set("unset")
+    assert seen == [0, 1, 2, "outer"]
+
+
+def test_call_soon_threadsafe_wakes_a_waiting_loop(loop):
+    got = []
+
+    def producer():
+        for i in range(1000):
+            loop.call_soon_threadsafe(got.append, i)
+        loop.call_soon_threadsafe(loop.stop)
+
+    th = threading.Thread(target=producer)
+    loop.call_soon(th.start)
+    loop.run_forever()
+    th.join()
+    assert got == list(range(1000))
+
+
+def test_recycled_handles_are_fresh_and_held_handles_intact(loop):
+    kept = [loop.call_soon(print, i) for i in range(5)]
+    for h in kept:
+        h.cancel()
+    # Many handles created and released: the pool recycles their memory.
+    for _ in range(5):
+        for i in range(3000):
+            loop.call_soon(int, i)
+        timer = loop.call_later(3600, int)
+        timer.cancel()
+        _one_turn(loop)
+    assert all(h.cancelled() for h in kept)
+    fresh = loop.call_soon(str, "a", "b")
+    assert not fresh.cancelled()
+    assert fresh._args == ("a", "b")
+    assert fresh._callback is str
+    assert all(h is not fresh for h in kept)
+    fresh.cancel()
+    t = loop.call_later(10, str)
+    assert not t.cancelled() and t.when() > loop.time()
+    t.cancel()
+    _one_turn(loop)
+
+
+def test_cycle_through_a_run_handle_is_collected(loop):
+    class Owner:
+        def cb(self):
+            pass
+
+    o = Owner()
+    o.handle = loop.call_soon(o.cb)      # o -> handle -> bound method -> o
+    ref = weakref.ref(o)
+    _one_turn(loop)
+    del o
+    gc.collect()
+    assert ref() is None
+
+
+def test_create_future_follows_a_patched_future_class(loop, monkeypatch):
+    made = []
+
+    class MyFuture(asyncio.Future):
+        def __init__(self, *, loop=None):
+            made.append(loop)
+            super().__init__(loop=loop)
+
+    monkeypatch.setattr(asyncio.futures, "Future", MyFuture)
+    fut = loop.create_future()
+    assert isinstance(fut, MyFuture) and made == [loop]
+    monkeypatch.undo()
+    assert type(loop.create_future()) is asyncio.Future
