@@ -14,6 +14,7 @@ provides; the list per Python version is ``tests/borrowed_manifest/<version>.tom
 """
 
 import asyncio
+import collections.abc
 import signal
 import socket
 import sys
@@ -34,6 +35,11 @@ _Unix = unix_events._UnixSelectorEventLoop
 # The stdlib's methods that Loop's own methods call with the loop as self.
 _stdlib_set_debug = borrow(_Base, "set_debug")
 _stdlib_call_exception_handler = borrow(_Base, "call_exception_handler")
+
+# The native sock_* coroutines (LoopCore.sock_recv & co., sock.rs) are coroutines for asyncio:
+# iscoroutine() accepts them, so create_task / ensure_future / run_until_complete do (as Cython
+# registers its coroutine type).
+collections.abc.Coroutine.register(_native.SockOp)
 
 
 class Loop(_native.LoopCore, NetworkingMixin, asyncio.AbstractEventLoop):

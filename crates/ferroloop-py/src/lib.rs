@@ -3,7 +3,7 @@
 
 // Layering, lowest first (no module imports one above it): gil, gc, stats, signals; handle
 // (fields and ownership); loop_state (`LoopCore`'s fields); turn (the run loop); handle_api
-// (`Handle`'s Python methods); fd_watch; loop_core (`LoopCore`'s Python methods); transport.
+// (`Handle`'s Python methods); fd_watch; sock (the `sock_*` coroutines); loop_core (`LoopCore`'s Python methods); transport.
 mod fd_watch;
 mod gc;
 mod gil;
@@ -12,6 +12,7 @@ mod handle_api;
 mod loop_core;
 mod loop_state;
 mod signals;
+mod sock;
 mod stats;
 mod transport;
 mod turn;
@@ -27,6 +28,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<loop_core::LoopCore>()?;
     m.add_class::<handle::Handle>()?;
     m.add_class::<handle::TimerHandle>()?;
+    m.add_class::<sock::SockOp>()?;
     m.add_class::<transport::TransportCore>()?;
     m.add_class::<transport::WriteBuffer>()?;
     Ok(())
