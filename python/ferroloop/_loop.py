@@ -23,7 +23,7 @@ import weakref
 from asyncio import base_events, coroutines, events, format_helpers, unix_events
 from asyncio.log import logger
 
-from . import _compat, _diagnostics, _native, _production, _resolve
+from . import _compat, _diagnostics, _native, _net, _production, _resolve
 from ._borrowing import borrow
 from ._net import NetworkingMixin
 
@@ -551,6 +551,11 @@ Loop._native_add_reader = _native.LoopCore._add_reader
 Loop._native_add_writer = _native.LoopCore._add_writer
 Loop._native_remove_reader = _native.LoopCore._remove_reader
 Loop._native_remove_writer = _native.LoopCore._remove_writer
+
+# FERROLOOP_PY_SOCK=1: the stdlib's sock_* coroutines instead of LoopCore's native ones (_net.py).
+if _net.PY_SOCK:
+    for _name in _net.SOCK_COROUTINES:
+        setattr(Loop, _name, getattr(NetworkingMixin, _name))
 
 
 def _fileobj_to_fd(fileobj):
