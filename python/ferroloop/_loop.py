@@ -14,6 +14,7 @@ provides; the list per Python version is ``tests/borrowed_manifest/<version>.tom
 """
 
 import asyncio
+import collections.abc
 import signal
 import socket
 import sys
@@ -22,7 +23,7 @@ import weakref
 from asyncio import base_events, coroutines, events, format_helpers, unix_events
 from asyncio.log import logger
 
-from . import _compat, _diagnostics, _native, _production, _resolve
+from . import _compat, _diagnostics, _native, _net, _production, _resolve
 from ._borrowing import borrow
 from ._net import NetworkingMixin
 
@@ -34,6 +35,11 @@ _Unix = unix_events._UnixSelectorEventLoop
 # The stdlib's methods that Loop's own methods call with the loop as self.
 _stdlib_set_debug = borrow(_Base, "set_debug")
 _stdlib_call_exception_handler = borrow(_Base, "call_exception_handler")
+
+# The native sock_* coroutines (LoopCore.sock_recv & co., sock.rs) are coroutines for asyncio:
+# iscoroutine() accepts them, so create_task / ensure_future / run_until_complete do (as Cython
+# registers its coroutine type).
+collections.abc.Coroutine.register(_native.SockOp)
 
 
 class Loop(_native.LoopCore, NetworkingMixin, asyncio.AbstractEventLoop):
@@ -545,6 +551,11 @@ Loop._native_add_reader = _native.LoopCore._add_reader
 Loop._native_add_writer = _native.LoopCore._add_writer
 Loop._native_remove_reader = _native.LoopCore._remove_reader
 Loop._native_remove_writer = _native.LoopCore._remove_writer
+
+# FERROLOOP_PY_SOCK=1: the stdlib's sock_* coroutines instead of LoopCore's native ones (_net.py).
+if _net.PY_SOCK:
+    for _name in _net.SOCK_COROUTINES:
+        setattr(Loop, _name, getattr(NetworkingMixin, _name))
 
 
 def _fileobj_to_fd(fileobj):

@@ -135,30 +135,46 @@ borrow_into(
         "_accept_connection",
         "_accept_connection2",
         "_stop_serving",
-        # low-level socket operations
-        "sock_recv",
-        "_sock_recv",
-        "sock_recv_into",
-        "_sock_recv_into",
-        "sock_recvfrom",
-        "_sock_recvfrom",
-        "sock_recvfrom_into",
-        "_sock_recvfrom_into",
-        "_sock_read_done",
-        "sock_sendall",
-        "_sock_sendall",
-        "sock_sendto",
-        "_sock_sendto",
-        "_sock_write_done",
-        "sock_connect",
-        "_sock_connect",
-        "_sock_connect_cb",
-        "sock_accept",
-        "_sock_accept",
         # loop.sendfile() on a socket transport: pause it, then sock_sendfile
         "_sendfile_native",
     ],
 )
+
+
+# The low-level socket operations, sock_recv & co., are native (LoopCore's, sock.rs). With
+# FERROLOOP_PY_SOCK=1 in the environment they are the stdlib's coroutines instead (to compare, or
+# to rule the native ones out of a bug): borrowed here, and put on Loop by _loop.py (its native
+# base comes first in its MRO). tests/borrowed_manifest records the default (native) set.
+PY_SOCK = os.environ.get("FERROLOOP_PY_SOCK") == "1"
+SOCK_COROUTINES = (
+    "sock_recv",
+    "sock_recv_into",
+    "sock_recvfrom",
+    "sock_recvfrom_into",
+    "sock_sendall",
+    "sock_sendto",
+    "sock_connect",
+    "sock_accept",
+)
+if PY_SOCK:
+    borrow_into(
+        _SelectorNetworking,
+        selector_events.BaseSelectorEventLoop,
+        [
+            *SOCK_COROUTINES,
+            "_sock_recv",
+            "_sock_recv_into",
+            "_sock_recvfrom",
+            "_sock_recvfrom_into",
+            "_sock_read_done",
+            "_sock_sendall",
+            "_sock_sendto",
+            "_sock_write_done",
+            "_sock_connect",
+            "_sock_connect_cb",
+            "_sock_accept",
+        ],
+    )
 
 
 class _PySocketTransport(selector_events._SelectorSocketTransport):

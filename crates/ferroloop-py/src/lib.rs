@@ -3,7 +3,9 @@
 
 // Layering, lowest first (no module imports one above it): gil, gc, stats, signals; handle
 // (fields and ownership); loop_state (`LoopCore`'s fields); turn (the run loop); handle_api
-// (`Handle`'s Python methods); fd_watch; loop_core (`LoopCore`'s Python methods); transport.
+// (`Handle`'s Python methods); fd_watch; sock (the `sock_*` coroutines); loop_core (`LoopCore`'s
+// Python methods); fastcall (its `call_soon`s as raw vectorcalls); pool (handle pooling); cached
+// (modules imported once); transport.
 mod cached;
 mod fastcall;
 mod fd_watch;
@@ -15,6 +17,7 @@ mod loop_core;
 mod loop_state;
 mod pool;
 mod signals;
+mod sock;
 mod stats;
 mod transport;
 mod turn;
@@ -32,6 +35,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<handle::TimerHandle>()?;
     pool::install(m.py())?;
     fastcall::install(m.py())?;
+    m.add_class::<sock::SockOp>()?;
     m.add_class::<transport::TransportCore>()?;
     m.add_class::<transport::WriteBuffer>()?;
     Ok(())

@@ -13,6 +13,7 @@ use crate::gil::GilCell;
 use crate::handle::{Handle, HandleRef, TimerHandle};
 use crate::loop_state::{closed_error, LoopState};
 use crate::signals::SignalPipe;
+use crate::sock::{Kind, SockOp};
 use crate::stats::{Counters, TimeStats};
 use crate::turn;
 use ferroloop_core::{clock, EventLoop, Events, OffsetClock, Poller};
@@ -392,6 +393,63 @@ impl LoopCore {
         Self::remove_fd_callback(slf, fd, false)
     }
 
+    // The sock_* coroutines (sock.rs): each returns a native coroutine-like awaitable that does
+    // nothing until awaited.
+
+    fn sock_recv(slf: &Bound<'_, Self>, sock: Py<PyAny>, n: Py<PyAny>) -> SockOp {
+        SockOp::create(slf, Kind::Recv, sock, Some(n), None)
+    }
+
+    fn sock_recv_into(slf: &Bound<'_, Self>, sock: Py<PyAny>, buf: Py<PyAny>) -> SockOp {
+        SockOp::create(slf, Kind::RecvInto, sock, Some(buf), None)
+    }
+
+    fn sock_recvfrom(slf: &Bound<'_, Self>, sock: Py<PyAny>, bufsize: Py<PyAny>) -> SockOp {
+        SockOp::create(slf, Kind::RecvFrom, sock, Some(bufsize), None)
+    }
+
+    #[pyo3(signature = (sock, buf, nbytes=None))]
+    fn sock_recvfrom_into(
+        slf: &Bound<'_, Self>,
+        sock: Py<PyAny>,
+        buf: Py<PyAny>,
+        nbytes: Option<Py<PyAny>>,
+    ) -> PyResult<SockOp> {
+        let py = slf.py();
+        let nbytes = match nbytes {
+            Some(n) => n,
+            None => 0i32.into_pyobject(py)?.into_any().unbind(),
+        };
+        Ok(SockOp::create(
+            slf,
+            Kind::RecvFromInto,
+            sock,
+            Some(buf),
+            Some(nbytes),
+        ))
+    }
+
+    fn sock_sendall(slf: &Bound<'_, Self>, sock: Py<PyAny>, data: Py<PyAny>) -> SockOp {
+        SockOp::create(slf, Kind::SendAll, sock, Some(data), None)
+    }
+
+    fn sock_sendto(
+        slf: &Bound<'_, Self>,
+        sock: Py<PyAny>,
+        data: Py<PyAny>,
+        address: Py<PyAny>,
+    ) -> SockOp {
+        SockOp::create(slf, Kind::SendTo, sock, Some(data), Some(address))
+    }
+
+    fn sock_connect(slf: &Bound<'_, Self>, sock: Py<PyAny>, address: Py<PyAny>) -> SockOp {
+        SockOp::create(slf, Kind::Connect, sock, Some(address), None)
+    }
+
+    fn sock_accept(slf: &Bound<'_, Self>, sock: Py<PyAny>) -> SockOp {
+        SockOp::create(slf, Kind::Accept, sock, None, None)
+    }
+
     /// The write end of the loop's signal wakeup pipe (signals.rs), for `signal.set_wakeup_fd()`;
     /// created on first use.
     fn _signal_wakeup_fd(&self, py: Python<'_>) -> PyResult<RawFd> {
@@ -418,7 +476,7 @@ impl LoopCore {
 
     /// `asyncio.Future(loop=self)`, without a Python frame. The class is looked up in
     /// `asyncio.futures` at each call, as the stdlib does, so patching it still works.
-    fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+    pub(crate) fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let cls = cached::futures(py)?.getattr(intern!(py, "Future"))?;
         vectorcall_kw(&cls, &[], cached::kw_loop(py)?, &[slf.as_any()])

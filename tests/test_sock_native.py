@@ -1,0 +1,447 @@
+"""The ``sock_*`` coroutines (native on ferroloop: sock.rs), on the stock loop and on ferroloop.
+
+What must hold on both loops, as the stdlib's ``async def`` versions behave: nothing happens until
+the call is awaited (a never-awaited or cancelled-before-start call consumes no data), a
+cancelled wait leaves nothing registered and consumes nothing afterwards, ``sock_sendall`` sends
+everything in order through a small send buffer, errors are the stdlib's (subclass, errno,
+message), and the objects are coroutines for ``asyncio`` (``iscoroutine``, ``create_task``,
+``ensure_future``, ``wait_for``, ``run_until_complete``).
+"""
+
+import asyncio
+import errno
+import os
+import socket
+import ssl
+import struct
+import weakref
+
+import pytest
+
+TIMEOUT = 10
+
+
+def pair():
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    return a, b
+
+
+def registered(loop, sock):
+    """The selector key of ``sock``'s fd (stock: the selector; ferroloop: its fd table view)."""
+    return loop._selector.get_map().get(sock.fileno())
+
+
+def run(loop, coro):
+    return loop.run_until_complete(asyncio.wait_for(coro, TIMEOUT))
+
+
+def test_call_does_nothing_until_awaited(loop):
+    a, b = pair()
+    with a, b:
+        b.send(b"first")
+        op = loop.sock_recv(a, 100)
+        assert asyncio.iscoroutine(op)
+        op.close()  # never awaited: consumes nothing
+        del op
+        assert a.recv(100) == b"first"
+
+        send = loop.sock_sendall(b, b"never")
+        send.close()
+        with pytest.raises(BlockingIOError):
+            a.recv(100)
+
+
+def test_cancelled_before_start_consumes_nothing(loop):
+    a, b = pair()
+
+    async def main():
+        b.send(b"data")
+        task = asyncio.ensure_future(loop.sock_recv(a, 100))
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return a.recv(100)
+
+    with a, b:
+        assert run(loop, main()) == b"data"
+        assert registered(loop, a) is None
+
+
+def test_cancel_while_waiting_leaves_nothing_registered(loop):
+    a, b = pair()
+
+    async def main():
+        task = loop.create_task(loop.sock_recv(a, 100))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert registered(loop, a) is not None  # waiting for data
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0)
+        assert registered(loop, a) is None
+        b.send(b"later")
+        await asyncio.sleep(0.05)
+        return a.recv(100)  # the cancelled call did not take it
+
+    with a, b:
+        assert run(loop, main()) == b"later"
+
+
+def test_timeout_leaves_nothing_registered(loop):
+    a, b = pair()
+
+    async def main():
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(loop.sock_recv(a, 100), 0.05)
+        await asyncio.sleep(0)
+        assert registered(loop, a) is None
+        b.send(b"x")
+        return await loop.sock_recv(a, 100)
+
+    with a, b:
+        assert run(loop, main()) == b"x"
+
+
+def test_waiting_then_data(loop):
+    a, b = pair()
+
+    async def main():
+        task = loop.create_task(loop.sock_recv(a, 100))
+        await asyncio.sleep(0.01)
+        b.send(b"hello")
+        data = await task
+        await asyncio.sleep(0)
+        assert registered(loop, a) is None
+        return data
+
+    with a, b:
+        assert run(loop, main()) == b"hello"
+
+
+def test_coroutine_protocol(loop):
+    a, b = pair()
+    with a, b:
+        b.send(b"abc")
+        assert loop.run_until_complete(loop.sock_recv(a, 1)) == b"a"
+        fut = asyncio.ensure_future(loop.sock_recv(a, 1), loop=loop)
+        assert loop.run_until_complete(fut) == b"b"
+        assert loop.run_until_complete(loop.create_task(loop.sock_recv(a, 1))) == b"c"
+
+        op = loop.sock_recv(a, 1)
+        with pytest.raises(TypeError, match="just-started coroutine"):
+            op.send(1)
+        op.close()
+
+        op = loop.sock_recv(a, 1)
+        with pytest.raises(ZeroDivisionError):
+            op.throw(ZeroDivisionError)
+        b.send(b"d")
+        assert loop.run_until_complete(loop.sock_recv(a, 1)) == b"d"
+
+        async def twice():
+            op = loop.sock_recv(a, 10)
+            b.send(b"e")
+            assert await op == b"e"
+            with pytest.raises(RuntimeError, match="cannot reuse already awaited coroutine"):
+                await op
+
+        run(loop, twice())
+
+
+def test_recv_into_recvfrom_sendto(loop):
+    async def main():
+        s1 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s2 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with s1, s2:
+            for s in (s1, s2):
+                s.setblocking(False)
+                s.bind(("127.0.0.1", 0))
+            waiter = loop.create_task(loop.sock_recvfrom(s2, 100))
+            await asyncio.sleep(0.01)
+            assert await loop.sock_sendto(s1, b"dgram", s2.getsockname()) == 5
+            data, addr = await waiter
+            assert (data, addr) == (b"dgram", s1.getsockname())
+            buf = bytearray(10)
+            waiter = loop.create_task(loop.sock_recvfrom_into(s2, buf))
+            await asyncio.sleep(0.01)
+            await loop.sock_sendto(s1, b"123456789012", s2.getsockname())
+            n, addr = await waiter
+            assert (n, bytes(buf), addr) == (10, b"1234567890", s1.getsockname())
+            await loop.sock_sendto(s1, b"abcdef", s2.getsockname())
+            n, _ = await loop.sock_recvfrom_into(s2, buf, 3)
+            assert (n, bytes(buf[:3])) == (3, b"abc")
+        a, b = pair()
+        with a, b:
+            buf = bytearray(4)
+            waiter = loop.create_task(loop.sock_recv_into(a, buf))
+            await asyncio.sleep(0.01)
+            b.send(b"xyz")
+            assert await waiter == 3
+            assert bytes(buf[:3]) == b"xyz"
+
+    run(loop, main())
+
+
+def test_sendall_partial_sends_keep_order(loop):
+    payload = bytes(range(256)) * (4 * 1024 * 16)  # 4 MiB
+    a, b = pair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+
+    async def reader():
+        got = bytearray()
+        while len(got) < len(payload):
+            await asyncio.sleep(0)
+            chunk = await loop.sock_recv(b, 7000)
+            assert chunk
+            got += chunk
+        return bytes(got)
+
+    async def main():
+        r = loop.create_task(reader())
+        await loop.sock_sendall(a, payload)
+        await asyncio.sleep(0)
+        assert registered(loop, a) is None
+        return await r
+
+    with a, b:
+        assert run(loop, main()) == payload
+
+
+def test_sendall_accepts_memoryview_and_bytearray(loop):
+    a, b = pair()
+
+    async def main():
+        await loop.sock_sendall(a, memoryview(b"mem"))
+        await loop.sock_sendall(a, bytearray(b"arr"))
+        await loop.sock_sendall(a, b"")
+        return await loop.sock_recv(b, 100)
+
+    with a, b:
+        assert run(loop, main()) == b"memarr"
+
+
+def test_recv_reset_is_connection_reset_error(loop):
+    async def main():
+        lsock = socket.create_server(("127.0.0.1", 0))
+        with lsock:
+            lsock.setblocking(False)
+            c = socket.socket()
+            c.setblocking(False)
+            with c:
+                await loop.sock_connect(c, lsock.getsockname())
+                conn, _ = await loop.sock_accept(lsock)
+                with conn:
+                    assert conn.getblocking() is False
+                    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    c.close()
+                    await asyncio.sleep(0.01)
+                    with pytest.raises(ConnectionResetError) as info:
+                        await loop.sock_recv(conn, 100)
+                    assert info.value.errno == errno.ECONNRESET
+                    assert str(info.value) == "[Errno 104] Connection reset by peer"
+                    with pytest.raises(OSError) as info:
+                        for _ in range(3):
+                            await loop.sock_sendall(conn, b"x" * 100000)
+                    assert info.value.errno in (errno.EPIPE, errno.ECONNRESET)
+
+    run(loop, main())
+
+
+def test_accept_waits_then_connect(loop):
+    async def main():
+        lsock = socket.create_server(("127.0.0.1", 0))
+        with lsock:
+            lsock.setblocking(False)
+            acc = loop.create_task(loop.sock_accept(lsock))
+            await asyncio.sleep(0.01)
+            assert registered(loop, lsock) is not None
+            c = socket.socket()
+            c.setblocking(False)
+            with c:
+                await loop.sock_connect(c, ("localhost", lsock.getsockname()[1]))
+                conn, addr = await acc
+                with conn:
+                    assert addr == c.getsockname()
+                    assert conn.getblocking() is False
+                    await loop.sock_sendall(c, b"ping")
+                    assert await loop.sock_recv(conn, 10) == b"ping"
+            await asyncio.sleep(0)
+            assert registered(loop, lsock) is None
+
+    run(loop, main())
+
+
+def test_connect_refused(loop):
+    async def main():
+        probe = socket.create_server(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        probe.close()
+        c = socket.socket()
+        c.setblocking(False)
+        with c:
+            with pytest.raises(ConnectionRefusedError) as info:
+                await loop.sock_connect(c, ("127.0.0.1", port))
+            assert info.value.errno == errno.ECONNREFUSED
+            return str(info.value), port
+
+    msg, port = run(loop, main())
+    assert msg in (
+        f"[Errno {errno.ECONNREFUSED}] Connect call failed ('127.0.0.1', {port})",
+        f"[Errno {errno.ECONNREFUSED}] Connection refused",
+    )
+
+
+def test_unix_connect_and_accept(loop, tmp_path):
+    path = str(tmp_path / "s.sock")
+
+    async def main():
+        lsock = socket.socket(socket.AF_UNIX)
+        with lsock:
+            lsock.bind(path)
+            lsock.listen()
+            lsock.setblocking(False)
+            c = socket.socket(socket.AF_UNIX)
+            c.setblocking(False)
+            with c:
+                await loop.sock_connect(c, path)
+                conn, _ = await loop.sock_accept(lsock)
+                conn.close()
+
+    run(loop, main())
+
+
+def test_ssl_socket_rejected(loop):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    raw = socket.socket()
+    with raw, ctx.wrap_socket(raw, do_handshake_on_connect=False) as s:
+        for coro in (loop.sock_recv(s, 1), loop.sock_sendall(s, b"x"), loop.sock_accept(s),
+                     loop.sock_connect(s, ("127.0.0.1", 1))):
+            with pytest.raises(TypeError, match="Socket cannot be of type SSLSocket"):
+                loop.run_until_complete(coro)
+
+
+def test_debug_requires_non_blocking(loop):
+    loop.set_debug(True)
+    a, b = socket.socketpair()
+    with a, b:
+        with pytest.raises(ValueError, match="the socket must be non-blocking"):
+            loop.run_until_complete(loop.sock_recv(a, 1))
+        with pytest.raises(ValueError, match="the socket must be non-blocking"):
+            loop.run_until_complete(loop.sock_sendall(a, b"x"))
+    loop.set_debug(False)
+
+
+class _FakeTransport:
+    def is_closing(self):
+        return False
+
+    def __repr__(self):
+        return "<fake transport>"
+
+
+def test_fd_used_by_transport(loop):
+    a, b = pair()
+    t = _FakeTransport()
+    with a, b:
+        loop._transports[a.fileno()] = t
+        with pytest.raises(RuntimeError) as info:
+            loop.run_until_complete(loop.sock_recv(a, 1))
+        assert str(info.value) == f"File descriptor {a.fileno()} is used by transport <fake transport>"
+        b.send(b"x")  # the first try happens before the check, as in the stdlib
+        assert loop.run_until_complete(loop.sock_recv(a, 1)) == b"x"
+        del loop._transports[a.fileno()]
+
+
+def test_completed_at_once_without_future_ferroloop(loop_name, loop):
+    if loop_name != "ferroloop" or os.environ.get("FERROLOOP_PY_SOCK") == "1":
+        pytest.skip("ferroloop's native fast path")
+    a, b = pair()
+    with a, b:
+        b.send(b"now")
+        op = loop.sock_recv(a, 10)
+        with pytest.raises(StopIteration) as info:
+            op.send(None)
+        assert info.value.value == b"now"
+        assert registered(loop, a) is None
+        pair_op = loop.sock_sendall(a, b"x")
+        with pytest.raises(StopIteration) as info:
+            next(pair_op)
+        assert info.value.value is None
+        # a tuple result is one value, not StopIteration's arguments
+        lsock = socket.create_server(("127.0.0.1", 0))
+        with lsock:
+            c = socket.create_connection(lsock.getsockname())
+            with c:
+                import time
+
+                time.sleep(0.01)
+                with pytest.raises(StopIteration) as info:
+                    loop.sock_accept(lsock).send(None)
+                conn, addr = info.value.value
+                conn.close()
+                assert addr == c.getsockname()
+
+
+def test_ops_are_collected_ferroloop(loop_name, loop):
+    if loop_name != "ferroloop":
+        pytest.skip("ferroloop's objects")
+    a, b = pair()
+
+    async def main():
+        op = loop.sock_recv(a, 10)
+        ref = weakref.ref(op)
+        task = loop.create_task(op)
+        del op
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0)
+        return ref
+
+    with a, b:
+        ref = run(loop, main())
+        import gc
+
+        gc.collect()
+        assert ref() is None
+
+
+class _PatchedSocket(socket.socket):
+    def recv(self, n):
+        return b"patched %d" % n
+
+
+def test_recv_is_the_socket_method(loop):
+    # ferroloop reads a plain non-blocking socket.socket itself; anything else is the method's.
+    a, b = pair()
+    with a, b:
+        s = _PatchedSocket(fileno=os.dup(a.fileno()))
+        s.setblocking(False)
+        with s:
+            assert loop.run_until_complete(loop.sock_recv(s, 7)) == b"patched 7"
+        b.send(b"abc")
+        assert loop.run_until_complete(loop.sock_recv(a, 0)) == b""
+        with pytest.raises(ValueError, match="negative buffersize"):
+            loop.run_until_complete(loop.sock_recv(a, -1))
+        with pytest.raises(TypeError):
+            loop.run_until_complete(loop.sock_recv(a, "x"))
+        a.settimeout(5)  # the stdlib calls recv on it as it is (data is there: no block)
+        assert loop.run_until_complete(loop.sock_recv(a, 2)) == b"ab"
+        big = 1024 * 1024
+        assert loop.run_until_complete(loop.sock_recv(a, big)) == b"c"
+
+
+def test_recv_closed_socket_is_ebadf(loop):
+    a, b = pair()
+    with b:
+        a.close()
+        with pytest.raises(OSError) as info:
+            loop.run_until_complete(loop.sock_recv(a, 10))
+        assert info.value.errno == errno.EBADF
+        assert str(info.value) == "[Errno 9] Bad file descriptor"
