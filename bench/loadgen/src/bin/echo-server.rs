@@ -3,15 +3,17 @@
 //!     echo-server --port 0              # TCP on 127.0.0.1; prints "READY <port>" once listening
 //!     echo-server --unix /tmp/e.sock    # Unix stream socket; prints "READY <path>"
 //!     echo-server --threads --port 0    # one blocking thread per connection instead
+//!     echo-server --udp 0               # UDP echo on 127.0.0.1 (one blocking thread)
 //!
 //! Default: one thread, level-triggered epoll, non-blocking sockets; on readiness it reads once
 //! (64 KiB, like the Python servers) and writes what it read back, keeping an unsent rest and
 //! waiting for EPOLLOUT (and not reading) until it is sent: what an event loop does with zero
 //! overhead of its own, i.e. the floor of server CPU per request. `--threads` is the other classic
 //! design: the kernel's scheduler is the event loop (a context switch per message).
+//! `--udp`: a blocking `recv_from`/`send_to` loop, the floor of a UDP echo server.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::thread;
@@ -185,8 +187,19 @@ fn serve_threads(l: Listener) -> ! {
     }
 }
 
+fn serve_udp(port: u16) -> ! {
+    let s = UdpSocket::bind(("127.0.0.1", port)).expect("bind");
+    println!("READY {}", s.local_addr().unwrap().port());
+    let mut buf = vec![0u8; BUF];
+    loop {
+        if let Ok((n, peer)) = s.recv_from(&mut buf) {
+            let _ = s.send_to(&buf[..n], peer);
+        }
+    }
+}
+
 fn usage() -> ! {
-    eprintln!("usage: echo-server [--threads] --port P | --unix PATH");
+    eprintln!("usage: echo-server [--threads] --port P | --unix PATH | --udp P");
     std::process::exit(2)
 }
 
@@ -203,6 +216,7 @@ fn main() {
             println!("READY {}", l.local_addr().unwrap().port());
             Listener::Tcp(l)
         }
+        (Some("--udp"), Some(p)) => serve_udp(p.parse::<u16>().unwrap_or_else(|_| usage())),
         (Some("--unix"), Some(path)) => {
             let _ = std::fs::remove_file(path);
             let l = UnixListener::bind(path).expect("bind");
