@@ -646,6 +646,9 @@ def main():
                             errors.add((key, server))
                         continue
                     results[key][server][rnd] = r
+                    if r.get("udp_lost"):
+                        print(f"# round {rnd}: {server} lost {r['udp_lost']} of {r['udp_sent']} "
+                              f"datagrams (udp; tolerated up to {UDP_MAX_LOSS:.0%})", flush=True)
             print(f"# round {rnd}/{args.rounds} done ({time.monotonic() - t_start:.0f}s)", flush=True)
 
     print()
