@@ -1,8 +1,8 @@
 """Network benchmarks: echo servers and an HTTP server on ferroloop vs asyncio vs uvloop (and rloop /
 rsloop if installed), with a pure-Rust echo server as the ceiling.
 
-    python bench/net/run.py                     # default set, 3 interleaved rounds (~5 min)
-    python bench/net/run.py --quick             # smoke test: 1 round, 0.5 s windows (~40 s)
+    python bench/net/run.py                     # default set, 3 interleaved rounds (~8 min)
+    python bench/net/run.py --quick             # smoke test: 1 round, 0.5 s windows (~75 s)
     python bench/net/run.py --rounds 5 --markdown --json bench/results/net.json
     python bench/net/run.py --scenarios protocol/tcp/1k,http --loops uvloop,ferroloop
     python bench/net/run.py --full              # every style x transport x size, and the rows below
@@ -55,10 +55,11 @@ SERVER_CORE, CLIENT_CORE = "0", "1"
 STYLES = ("sock", "streams", "protocol")
 TRANSPORTS = ("tcp", "unix")
 SIZES = {"1k": 1024, "10k": 10 * 1024, "100k": 100 * 1024}
-DEFAULT_SCENARIOS = ["sock/tcp/1k", "streams/tcp/1k", "protocol/tcp/1k", "protocol/tcp/10k",
-                     "protocol/tcp/100k", "protocol/unix/1k", "http"]
 # Issue #10's rows: connection churn, flow-controlled bulk, UDP echo, TLS echo (`--scenarios extra`).
+# They are in the default set too (about 45 s per round on 2 cores).
 EXTRA_SCENARIOS = ["churn", "bulk", "udp", "tls"]
+DEFAULT_SCENARIOS = ["sock/tcp/1k", "streams/tcp/1k", "protocol/tcp/1k", "protocol/tcp/10k",
+                     "protocol/tcp/100k", "protocol/unix/1k", "http"] + EXTRA_SCENARIOS
 FULL_SCENARIOS = [f"{s}/{t}/{z}" for s in STYLES for t in TRANSPORTS for z in SIZES] + ["http"] + EXTRA_SCENARIOS
 SETS = {"default": DEFAULT_SCENARIOS, "extra": EXTRA_SCENARIOS, "full": FULL_SCENARIOS}
 UDP_MAX_LOSS = 0.01   # more datagrams lost than this (loopback, a few in flight) fails the run
