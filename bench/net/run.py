@@ -464,7 +464,7 @@ def rust_key(sc):
 def bulk_table(results, loops, others, args):
     r = results["bulk"]
     metrics = [("MiB/s (higher is better)", "mib_per_s", lambda x: f"{x:.0f}"),
-               (f"server CPU s per {args.bulk_mib} MiB (lower is better)", "server_cpu_s", lambda x: f"{x:.2f}"),
+               (f"server CPU s per {args.bulk_mib} MiB (lower is better)", "server_cpu_s", lambda x: f"{x:.3f}"),
                ("peak RSS of the server process, MiB", "peak_rss_mib", lambda x: f"{x:.0f}"),
                ("pause_reading calls", "pauses", lambda x: f"{x:.0f}"),
                ("server core busy, %", "server_busy", lambda x: f"{x * 100:.0f}"),
