@@ -271,7 +271,7 @@ fn udp_loop(o: &Opts, id: usize, s: UdpSocket, w: &Window) -> Result<Done, Strin
                 Ok(n) => {
                     // A late echo of one of this thread's earlier datagrams: skip it.
                     let old = u32::from_le_bytes(buf[4..8].try_into().unwrap());
-                    if n == o.size && buf[..4] == idb && old < seq && buf[tail..] == buf[..8] {
+                    if n == o.size && buf[..4] == idb && old < seq && buf[tail..n] == buf[..8] {
                         continue;
                     }
                     return Err(format!("UDP echo mismatch ({n} bytes)"));
