@@ -1,7 +1,7 @@
 """Network benchmarks: echo servers and an HTTP server on ferroloop vs asyncio vs uvloop (and rloop /
 rsloop if installed), with a pure-Rust echo server as the ceiling.
 
-    python bench/net/run.py                     # default set, 3 interleaved rounds (~8 min)
+    python bench/net/run.py                     # default set, 3 interleaved rounds (~7 min)
     python bench/net/run.py --quick             # smoke test: 1 round, 0.5 s windows (~75 s)
     python bench/net/run.py --rounds 5 --markdown --json bench/results/net.json
     python bench/net/run.py --scenarios protocol/tcp/1k,http --loops uvloop,ferroloop
