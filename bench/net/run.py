@@ -1,16 +1,20 @@
 """Network benchmarks: echo servers and an HTTP server on ferroloop vs asyncio vs uvloop (and rloop /
 rsloop if installed), with a pure-Rust echo server as the ceiling.
 
-    python bench/net/run.py                     # default set, 3 interleaved rounds (~5 min)
-    python bench/net/run.py --quick             # smoke test: 1 round, 0.5 s windows (~40 s)
+    python bench/net/run.py                     # default set, 3 interleaved rounds (~7 min)
+    python bench/net/run.py --quick             # smoke test: 1 round, 0.5 s windows (~75 s)
     python bench/net/run.py --rounds 5 --markdown --json bench/results/net.json
     python bench/net/run.py --scenarios protocol/tcp/1k,http --loops uvloop,ferroloop
-    python bench/net/run.py --full              # every style x transport x size
+    python bench/net/run.py --full              # every style x transport x size, and the rows below
+    python bench/net/run.py --scenarios churn,bulk,udp,tls   # connection churn, flow-controlled
+                                                # bulk, UDP echo, TLS echo (also: --scenarios extra)
 
 Method (bench/README.md, "Network benchmarks"): every measurement starts a fresh server process
 (bench/net/echo_server.py, bench/net/http_server.py, or bench/loadgen's echo-server) pinned to
 core 0, and loads it from core 1 with bench/loadgen (echo: N connections, closed loop, one
-message in flight each) or wrk (HTTP).  Reported: requests/s and, more robust on a shared
+message in flight each; churn: N clients connecting, exchanging 1 KiB and closing; UDP: N
+datagrams in flight; bulk: one flow-controlled 256 MiB transfer), a Python TLS client (TLS echo)
+or wrk (HTTP).  Reported: requests/s and, more robust on a shared
 machine, the server process's CPU time per request (utime+stime over the timed window).
 Rounds are interleaved and the server order is shuffled per scenario in each round; cells are
 medians over rounds.
@@ -38,6 +42,7 @@ LOADGEN_DIR = os.path.join(BENCH, "loadgen")
 LOADGEN = os.path.join(LOADGEN_DIR, "target", "release", "loadgen")
 RUST_ECHO = os.path.join(LOADGEN_DIR, "target", "release", "echo-server")
 ECHO = os.path.join(HERE, "echo_server.py")
+TLS_CLIENT = os.path.join(HERE, "tls_client.py")
 HTTP = os.path.join(HERE, "http_server.py")
 WORKER = os.path.join(BENCH, "_worker.py")
 
@@ -50,14 +55,28 @@ SERVER_CORE, CLIENT_CORE = "0", "1"
 STYLES = ("sock", "streams", "protocol")
 TRANSPORTS = ("tcp", "unix")
 SIZES = {"1k": 1024, "10k": 10 * 1024, "100k": 100 * 1024}
+# Issue #10's rows: connection churn, flow-controlled bulk, UDP echo, TLS echo (`--scenarios extra`).
+# They are in the default set too (about 45 s per round on 2 cores).
+EXTRA_SCENARIOS = ["churn", "bulk", "udp", "tls"]
 DEFAULT_SCENARIOS = ["sock/tcp/1k", "streams/tcp/1k", "protocol/tcp/1k", "protocol/tcp/10k",
-                     "protocol/tcp/100k", "protocol/unix/1k", "http"]
-FULL_SCENARIOS = [f"{s}/{t}/{z}" for s in STYLES for t in TRANSPORTS for z in SIZES] + ["http"]
+                     "protocol/tcp/100k", "protocol/unix/1k", "http"] + EXTRA_SCENARIOS
+FULL_SCENARIOS = [f"{s}/{t}/{z}" for s in STYLES for t in TRANSPORTS for z in SIZES] + ["http"] + EXTRA_SCENARIOS
+SETS = {"default": DEFAULT_SCENARIOS, "extra": EXTRA_SCENARIOS, "full": FULL_SCENARIOS}
+UDP_MAX_LOSS = 0.01   # more datagrams lost than this (loopback, a few in flight) fails the run
+BULK_MAX_GROWTH_MIB = 64  # the bulk server's peak RSS may exceed its RSS at start by this much
 
 
 def scenario_label(sc, args):
     if sc == "http":
         return f"HTTP uvicorn+httptools (wrk -c{args.http_conns})"
+    if sc == "churn":
+        return f"churn: connect + 1 KiB echo + close, {args.churn_conns} clients (per connection)"
+    if sc == "udp":
+        return f"UDP echo 1 KiB, {args.conns} in flight (per datagram)"
+    if sc == "tls":
+        return "TLS echo 1 KiB tcp, Protocol.data_received (Python ssl client)"
+    if sc == "bulk":
+        return f"bulk {args.bulk_mib} MiB, Protocol pausing at 1 MiB"
     style, transport, size = sc.split("/")
     what = {"sock": "sock_recv/sock_sendall", "streams": "streams read/write/drain",
             "protocol": "Protocol.data_received"}[style]
@@ -114,39 +133,133 @@ class Server:
         self.proc.stdout.close()
 
 
+def run_client(srv, cmd, args, timeout):
+    """Run a load generator (bench/loadgen or tls_client.py) against srv; its last stdout line is
+    the JSON result."""
+    try:
+        p = subprocess.run(pin(CLIENT_CORE, cmd, args), capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "error": "load generator timed out"}
+    try:
+        r = json.loads(p.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        r = {"ok": False, "error": f"load generator exited {p.returncode}: {p.stderr.strip()[-200:]}"}
+    if not srv.alive():
+        r = {"ok": False, "error": f"server died: {srv.stderr_tail()}"}
+    elif not r["ok"] and srv.stderr_tail():
+        r["error"] += f" (server: {srv.stderr_tail()})"
+    r["server_version"] = srv.version
+    return r
+
+
+def server_cmd(server_name, style, where, extra=()):
+    if server_name == RUST:
+        return [RUST_ECHO] + (["--udp", "0"] if style == "udp" else where)
+    return [sys.executable, ECHO, "--loop", server_name, "--style", style] + where + list(extra)
+
+
+def window_args(args):
+    return ["--warmup", str(args.warmup), "--duration", str(args.duration)]
+
+
 def run_echo(server_name, scenario, args, sock_dir):
     style, transport, size = scenario.split("/")
     unix = os.path.join(sock_dir, f"echo-{server_name}.sock") if transport == "unix" else None
     where = ["--unix", unix] if unix else ["--port", "0"]
-    if server_name == RUST:
-        cmd = [RUST_ECHO] + where
-    else:
-        cmd = [sys.executable, ECHO, "--loop", server_name, "--style", style] + where
-    srv = Server(cmd, args)
+    srv = Server(server_cmd(server_name, style, where), args)
     try:
         target = ["--unix", unix] if unix else ["--tcp", f"127.0.0.1:{srv.where}"]
-        lg = pin(CLIENT_CORE, [LOADGEN] + target + [
-            "--conns", str(args.conns), "--size", str(SIZES[size]), "--warmup", str(args.warmup),
-            "--duration", str(args.duration), "--server-pid", str(srv.pid)], args)
-        try:
-            p = subprocess.run(lg, capture_output=True, text=True,
-                               timeout=args.warmup + args.duration + 60)
-        except subprocess.TimeoutExpired:
-            return {"ok": False, "error": "load generator timed out"}
-        try:
-            r = json.loads(p.stdout.strip().splitlines()[-1])
-        except (IndexError, ValueError):
-            r = {"ok": False, "error": f"loadgen exited {p.returncode}: {p.stderr.strip()[-200:]}"}
-        if not srv.alive():
-            r = {"ok": False, "error": f"server died: {srv.stderr_tail()}"}
-        elif not r["ok"] and srv.stderr_tail():
-            r["error"] += f" (server: {srv.stderr_tail()})"
-        r["server_version"] = srv.version
-        return r
+        return run_client(srv, [LOADGEN] + target + [
+            "--conns", str(args.conns), "--size", str(SIZES[size]), "--server-pid", str(srv.pid)]
+            + window_args(args), args, args.warmup + args.duration + 60)
     finally:
         srv.stop()
         if unix and os.path.exists(unix):
             os.unlink(unix)
+
+
+def run_churn(server_name, args):
+    """Connection churn: the Protocol echo server; one request = one connection."""
+    srv = Server(server_cmd(server_name, "protocol", ["--port", "0"]), args)
+    try:
+        return run_client(srv, [LOADGEN, "--tcp", f"127.0.0.1:{srv.where}", "--churn",
+                                "--conns", str(args.churn_conns), "--size", "1024",
+                                "--server-pid", str(srv.pid)] + window_args(args),
+                          args, args.warmup + args.duration + 60)
+    finally:
+        srv.stop()
+
+
+def run_udp(server_name, args):
+    """UDP echo: one request = one datagram echoed and checked; losses tolerated up to 1 %."""
+    srv = Server(server_cmd(server_name, "udp", ["--port", "0"]), args)
+    try:
+        r = run_client(srv, [LOADGEN, "--udp", f"127.0.0.1:{srv.where}", "--conns", str(args.conns),
+                             "--size", "1024", "--server-pid", str(srv.pid)] + window_args(args),
+                       args, args.warmup + args.duration + 60)
+    finally:
+        srv.stop()
+    if r["ok"] and r["udp_lost"] > UDP_MAX_LOSS * r["udp_sent"]:
+        r = {"ok": False, "error": f"{r['udp_lost']} of {r['udp_sent']} datagrams lost "
+                                   f"(> {UDP_MAX_LOSS:.0%}; 100 ms timeout each)", **{"raw": r}}
+    return r
+
+
+def run_tls(server_name, args, tls):
+    """TLS echo 1 KiB: the Protocol echo server with ssl=, loaded by bench/net/tls_client.py."""
+    cert, key = tls
+    srv = Server(server_cmd(server_name, "protocol", ["--port", "0"], ["--tls", f"{cert},{key}"]), args)
+    try:
+        return run_client(srv, [sys.executable, TLS_CLIENT, "--tcp", f"127.0.0.1:{srv.where}",
+                                "--cafile", cert, "--conns", str(args.conns), "--size", "1024",
+                                "--server-pid", str(srv.pid)] + window_args(args),
+                          args, args.warmup + args.duration + 60)
+    finally:
+        srv.stop()
+
+
+def run_bulk(server_name, args):
+    """Flow-controlled bulk: bench/loadgen --bulk pushes args.bulk_mib MiB into the FlowSink
+    server (echo_server.py --style bulk), which pauses reading at 1 MiB queued; checked: every
+    byte arrived (count and adler32), no data_received while paused, memory bounded."""
+    srv = Server(server_cmd(server_name, "bulk", ["--port", "0"]), args)
+    try:
+        r = run_client(srv, [LOADGEN, "--tcp", f"127.0.0.1:{srv.where}", "--bulk",
+                             str(args.bulk_mib << 20), "--server-pid", str(srv.pid)], args, 300)
+    finally:
+        srv.stop()
+    if not r["ok"]:
+        return r
+    kv = dict(x.split("=", 1) for x in r["server_reply"].split()[2:])
+    # The server's own CPU clock over the transfer (ns resolution) replaces /proc's 10 ms ticks,
+    # which are 5-10 % of a transfer's CPU time.
+    r.update(pauses=int(kv["pauses"]), early=int(kv["early"]), server_cpu_stat_s=r.get("server_cpu_s"),
+             server_cpu_s=float(kv["cpu_s"]),
+             peak_rss_mib=int(kv["maxrss_kib"]) / 1024, start_rss_mib=int(kv["rss0_kib"]) / 1024)
+    if r["early"]:
+        return {"ok": False, "error": f"data_received called {r['early']} times while reading was "
+                                      f"paused", "raw": r}
+    if not r["pauses"]:
+        return {"ok": False, "error": "the reader never paused (flow control not exercised)", "raw": r}
+    if r["peak_rss_mib"] - r["start_rss_mib"] > BULK_MAX_GROWTH_MIB:
+        return {"ok": False, "error": f"memory not bounded: peak RSS {r['peak_rss_mib']:.0f} MiB, "
+                                      f"{r['start_rss_mib']:.0f} MiB at start", "raw": r}
+    return r
+
+
+def make_cert(tmp):
+    """A self-signed certificate for "localhost" (EC P-256), made with the openssl CLI; None and
+    the reason when it cannot be made."""
+    if not shutil.which("openssl"):
+        return None, "openssl CLI not found (apt-get install -y openssl)"
+    cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+    p = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert,
+                        "-days", "2", "-subj", "/CN=localhost", "-addext",
+                        "subjectAltName=DNS:localhost"], capture_output=True, text=True)
+    if p.returncode != 0:
+        return None, f"openssl req failed: {p.stderr.strip()[-200:]}"
+    return (cert, key), None
 
 
 WRK_LAT = re.compile(r"^\s+(50|90|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
@@ -267,6 +380,21 @@ def print_environment(args, loops, versions, scenarios):
     print(f"# echo: {os.path.relpath(LOADGEN, ROOT)} --conns {args.conns} --warmup {args.warmup} "
           f"--duration {args.duration} (closed loop, 1 message in flight per connection); "
           f"ceiling ('rust' column): {os.path.relpath(RUST_ECHO, ROOT)} (one thread, epoll)")
+    if "churn" in scenarios:
+        print(f"# churn: loadgen --churn --conns {args.churn_conns}: connect, send 1 KiB, read and check "
+              f"the echo, shutdown(SHUT_WR), read the server's EOF, close; server: the Protocol echo")
+    if "udp" in scenarios:
+        print(f"# udp: loadgen --udp --conns {args.conns}: one 1 KiB datagram in flight per client "
+              f"socket, 100 ms timeout = lost (> {UDP_MAX_LOSS:.0%} lost fails the run); server: "
+              f"create_datagram_endpoint, DatagramProtocol sendto back")
+    if "tls" in scenarios:
+        print(f"# tls: {os.path.relpath(TLS_CLIENT, ROOT)} --conns {args.conns} (Python {platform.python_version()} "
+              f"ssl, {__import__('ssl').OPENSSL_VERSION}, blocking sockets, one thread per connection); "
+              f"self-signed EC P-256 certificate made by the openssl CLI")
+    if "bulk" in scenarios:
+        print(f"# bulk: loadgen --bulk {args.bulk_mib} MiB after a {args.bulk_mib / 16:g} MiB warm-up "
+              f"transfer; server: echo_server.py --style bulk (pause_reading at 1 MiB queued, a "
+              f"call_soon consumer, resume_reading at 256 KiB; adler32 of every byte checked)")
     if "http" in scenarios:
         wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[0] if shutil.which("wrk") else "missing"
         print(f"# http: uvicorn {pkg_version('uvicorn')}, httptools {pkg_version('httptools')}, "
@@ -325,16 +453,43 @@ def render(head, rows, markdown):
 def rust_key(sc):
     """The ceiling measured for a scenario: the Rust server has one style, so all echo styles
     with the same transport and size share one measurement."""
-    if sc == "http":
+    if sc in ("http", "bulk", "tls"):
         return None
+    if sc in ("churn", "udp"):
+        return f"rust/{sc}"
     _, transport, size = sc.split("/")
     return f"rust/{transport}/{size}"
+
+
+def bulk_table(results, loops, others, args):
+    r = results["bulk"]
+    metrics = [("MiB/s (higher is better)", "mib_per_s", lambda x: f"{x:.0f}"),
+               (f"server CPU s per {args.bulk_mib} MiB (lower is better)", "server_cpu_s", lambda x: f"{x:.3f}"),
+               ("peak RSS of the server process, MiB", "peak_rss_mib", lambda x: f"{x:.0f}"),
+               ("pause_reading calls", "pauses", lambda x: f"{x:.0f}"),
+               ("server core busy, %", "server_busy", lambda x: f"{x * 100:.0f}"),
+               ("client core busy, %", "client_busy", lambda x: f"{x * 100:.0f}")]
+    rows = []
+    for label, key, fmt in metrics:
+        row = [label] + [cell(r.get(l, {}), key, fmt) for l in loops]
+        row += [ratio(r.get(REF, {}), r.get(o, {}), key) if key in ("mib_per_s", "server_cpu_s") else ""
+                for o in others]
+        rows.append(row)
+    return render([scenario_label("bulk", args)] + loops + [f"{REF}/{o}" for o in others], rows, args.markdown)
 
 
 def tables(results, loops, scenarios, args):
     others = sorted((l for l in loops if l != REF), key=lambda l: l != "uvloop")[:2] if REF in loops else []
     cols = loops + [RUST]
     out = []
+    if "bulk" in scenarios:
+        bulk = bulk_table(results, loops, others, args)
+        scenarios = [s for s in scenarios if s != "bulk"]
+        if not scenarios:
+            return ("Flow-controlled bulk (one transfer per round; ratios: ferroloop / other; for "
+                    "MiB/s >1 = ferroloop faster, for CPU <1 = ferroloop cheaper)\n\n" + bulk)
+    else:
+        bulk = None
 
     def rows_for(key, fmt, invert):
         rows = []
@@ -349,14 +504,15 @@ def tables(results, loops, scenarios, args):
             rows.append(row)
         return rows
 
-    out.append("Requests/s (higher is better); ratios: ferroloop / other, >1 = ferroloop faster\n")
+    out.append("Requests/s (higher is better; churn: connections/s, UDP: datagrams/s); ratios: "
+               "ferroloop / other, >1 = ferroloop faster\n")
     out.append(render(["scenario"] + cols + [f"{REF}/{o}" for o in others],
                       rows_for("rps", si, False), args.markdown))
-    out.append("\nServer CPU µs per request (lower is better); ratios: ferroloop's CPU / other's, "
-               "<1 = ferroloop cheaper\n")
+    out.append("\nServer CPU µs per request (churn: per connection, UDP: per datagram; lower is "
+               "better); ratios: ferroloop's CPU / other's, <1 = ferroloop cheaper\n")
     out.append(render(["scenario"] + cols + [f"{REF}/{o} CPU" for o in others],
                       rows_for("server_cpu_us_per_req", lambda x: f"{x:.1f}", False), args.markdown))
-    out.append("\nLatency p50 / p99, µs (median over rounds)\n")
+    out.append("\nLatency p50 / p99, µs (median over rounds; churn: a whole connection)\n")
     rows = []
     for sc in scenarios:
         rk = rust_key(sc)
@@ -388,6 +544,10 @@ def tables(results, loops, scenarios, args):
                        if s else "failed")
         rows.append(row)
     out.append(render(["scenario"] + cols, rows, args.markdown))
+    if bulk:
+        out.append("\nFlow-controlled bulk (one transfer per round; ratios: ferroloop / other; for "
+                   "MiB/s >1 = ferroloop faster, for CPU <1 = ferroloop cheaper)\n")
+        out.append(bulk)
     return "\n".join(out)
 
 
@@ -397,14 +557,18 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scenarios", default=None,
                     help="comma-separated STYLE/TRANSPORT/SIZE (styles " + ",".join(STYLES) + "; "
-                    + ",".join(TRANSPORTS) + "; " + ",".join(SIZES) + ") and/or http; default "
-                    + ",".join(DEFAULT_SCENARIOS))
-    ap.add_argument("--full", action="store_true", help="every style x transport x size, and http")
+                    + ",".join(TRANSPORTS) + "; " + ",".join(SIZES) + "), http, "
+                    + ",".join(EXTRA_SCENARIOS) + ", and/or the sets " + ",".join(SETS)
+                    + "; default " + ",".join(DEFAULT_SCENARIOS))
+    ap.add_argument("--full", action="store_true",
+                    help="every style x transport x size, http, " + ",".join(EXTRA_SCENARIOS))
     ap.add_argument("--loops", default=None, help="comma-separated (default: " + ",".join(ALL_LOOPS) + ")")
     ap.add_argument("--no-rust", action="store_true", help="skip the pure-Rust echo ceiling")
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 3, --quick 1)")
     ap.add_argument("--conns", type=int, default=4, help="echo connections (default 4)")
     ap.add_argument("--http-conns", type=int, default=32, help="wrk connections (default 32)")
+    ap.add_argument("--churn-conns", type=int, default=10, help="churn: concurrent clients (default 10)")
+    ap.add_argument("--bulk-mib", type=int, default=256, help="bulk: MiB per timed transfer (default 256)")
     ap.add_argument("--warmup", type=float, default=None, help="seconds before the timed window (default 0.5)")
     ap.add_argument("--duration", type=float, default=None, help="timed window, seconds (default 2; wrk: whole seconds)")
     ap.add_argument("--quick", action="store_true", help="smoke test: 1 round, 0.2 s warm-up, 0.5 s windows")
@@ -418,9 +582,11 @@ def main():
     args.warmup = args.warmup if args.warmup is not None else (0.2 if args.quick else 0.5)
     args.duration = args.duration if args.duration is not None else (0.5 if args.quick else 2.0)
     args.taskset = shutil.which("taskset") is not None
-    scenarios = FULL_SCENARIOS if args.full else (args.scenarios or ",".join(DEFAULT_SCENARIOS)).split(",")
+    scenarios = []
+    for sc in (["full"] if args.full else (args.scenarios or "default").split(",")):
+        scenarios += [x for x in SETS.get(sc, [sc]) if x not in scenarios]
     for sc in scenarios:
-        if sc != "http" and (len(sc.split("/")) != 3 or sc.split("/")[0] not in STYLES
+        if sc not in ["http"] + EXTRA_SCENARIOS and (len(sc.split("/")) != 3 or sc.split("/")[0] not in STYLES
                              or sc.split("/")[1] not in TRANSPORTS or sc.split("/")[2] not in SIZES):
             ap.error(f"unknown scenario {sc!r}")
     rng = random.Random(args.seed)
@@ -435,6 +601,13 @@ def main():
         if why:
             print(f"# HTTP benchmark skipped: {why}")
             scenarios = [s for s in scenarios if s != "http"]
+    tls = None
+    tmp = tempfile.TemporaryDirectory(prefix="ferroloop-net-")
+    if "tls" in scenarios:
+        tls, why = make_cert(tmp.name)
+        if not tls:
+            print(f"# TLS benchmark skipped: {why}")
+            scenarios = [s for s in scenarios if s != "tls"]
 
     # What runs in a round: (scenario, server) pairs; the Rust ceiling once per transport+size.
     jobs = {sc: list(loops) for sc in scenarios}
@@ -445,13 +618,26 @@ def main():
                 jobs[rk] = [RUST]
     results = {k: {s: {} for s in servers} for k, servers in jobs.items()}
     raw, errors, t_start = [], set(), time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="ferroloop-net-") as sock_dir:
+    with tmp as sock_dir:
         for rnd in range(1, args.rounds + 1):
             for key, servers in jobs.items():
                 for server in rng.sample(servers, len(servers)):
-                    sc = "protocol/" + key.split("/", 1)[1] if server == RUST else key
+                    sc = key.split("/", 1)[1] if server == RUST else key
+                    if server == RUST and "/" in sc:
+                        sc = "protocol/" + sc
                     try:
-                        r = run_http(server, args) if sc == "http" else run_echo(server, sc, args, sock_dir)
+                        if sc == "http":
+                            r = run_http(server, args)
+                        elif sc == "churn":
+                            r = run_churn(server, args)
+                        elif sc == "udp":
+                            r = run_udp(server, args)
+                        elif sc == "tls":
+                            r = run_tls(server, args, tls)
+                        elif sc == "bulk":
+                            r = run_bulk(server, args)
+                        else:
+                            r = run_echo(server, sc, args, sock_dir)
                     except (RuntimeError, OSError) as e:
                         r = {"ok": False, "error": str(e)}
                     raw.append({"round": rnd, "scenario": key, "server": server, **r})
@@ -461,6 +647,9 @@ def main():
                             errors.add((key, server))
                         continue
                     results[key][server][rnd] = r
+                    if r.get("udp_lost"):
+                        print(f"# round {rnd}: {server} lost {r['udp_lost']} of {r['udp_sent']} "
+                              f"datagrams (udp; tolerated up to {UDP_MAX_LOSS:.0%})", flush=True)
             print(f"# round {rnd}/{args.rounds} done ({time.monotonic() - t_start:.0f}s)", flush=True)
 
     print()
@@ -471,6 +660,7 @@ def main():
             json.dump({"argv": sys.argv, "python": sys.version, "loops": versions,
                        "rounds": args.rounds, "conns": args.conns, "warmup": args.warmup,
                        "duration": args.duration, "http_conns": args.http_conns,
+                       "churn_conns": args.churn_conns, "bulk_mib": args.bulk_mib,
                        "scenarios": scenarios, "raw": raw}, f, indent=1)
         print(f"\n# raw results written to {args.json}")
     return 0

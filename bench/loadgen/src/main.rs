@@ -11,9 +11,29 @@
 //! load generator's own CPU time over the window is reported too (client_cpu_s): if it nears
 //! one core while the server has spare CPU, the load generator is the bottleneck.
 //! On an error (connect, echo mismatch, timeout) it prints {"ok": false, "error": ...}, exit 1.
+//!
+//! Other modes (same window, same JSON fields; one "request" is one unit of their work):
+//!
+//!     loadgen --tcp 127.0.0.1:8000 --churn [--conns 10]   # connection churn
+//!     loadgen --udp 127.0.0.1:8000 [--conns 4]             # UDP echo
+//!     loadgen --tcp 127.0.0.1:8000 --bulk 268435456        # one flow-controlled bulk transfer
+//!
+//! --churn: each of the N threads repeatedly connects, sends S bytes, reads the S bytes echoed
+//! back and checks them, half-closes (shutdown(SHUT_WR)) and reads until the server's EOF (so
+//! the server has handled the whole connection, close included), then closes: one request =
+//! one connection.
+//! --udp: each thread has its own UDP socket; it sends a S-byte datagram (thread id and
+//! sequence number in its head and tail), waits up to 100 ms for the echo and checks it byte for
+//! byte; an echo that does not come in time is counted as lost (a late echo of an earlier
+//! datagram is recognised and skipped). One request = one datagram echoed.
+//! --bulk BYTES: one connection writes BYTES (1 MiB blocks, each with its index in its head and
+//! tail) as fast as the server takes them, half-closes, and reads the server's reply line
+//! "<bytes received> <adler32 of them> [key=value ...]", which must match what was sent. A
+//! warm-up transfer of BYTES/16 on its own connection comes first; the timed window (and the
+//! server CPU) is the timed transfer, from connect to the reply.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream, UdpSocket};
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Barrier, OnceLock};
 use std::thread;
@@ -23,6 +43,15 @@ use std::time::{Duration, Instant};
 enum Target {
     Tcp(String),
     Unix(String),
+    Udp(String),
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Echo,
+    Churn,
+    Udp,
+    Bulk(u64),
 }
 
 struct Opts {
@@ -32,11 +61,22 @@ struct Opts {
     warmup: f64,
     duration: f64,
     server_pid: Option<u32>,
+    mode: Mode,
 }
 
-trait Stream: Read + Write + Send {}
-impl Stream for TcpStream {}
-impl Stream for UnixStream {}
+trait Stream: Read + Write + Send {
+    fn shutdown_write(&self) -> std::io::Result<()>;
+}
+impl Stream for TcpStream {
+    fn shutdown_write(&self) -> std::io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+}
+impl Stream for UnixStream {
+    fn shutdown_write(&self) -> std::io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+}
 
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -55,6 +95,7 @@ fn connect(t: &Target) -> Result<Box<dyn Stream>, String> {
                 s.set_write_timeout(Some(IO_TIMEOUT))?;
                 Ok(Box::new(s) as Box<dyn Stream>)
             }),
+            Target::Udp(_) => unreachable!("UDP has no stream"),
         };
         match r {
             Ok(s) => return Ok(s),
@@ -111,6 +152,242 @@ fn conn_loop(
     Ok(lat)
 }
 
+/// Per-thread result: latencies (ns) of the requests completed inside the window, and for UDP
+/// the datagrams sent and lost over the whole run (warm-up included).
+struct Done {
+    lat: Vec<u64>,
+    sent: u64,
+    lost: u64,
+}
+
+fn worker(
+    o: &Opts,
+    id: usize,
+    ready: &Barrier,
+    go: &Barrier,
+    win: &OnceLock<Window>,
+) -> Result<Done, String> {
+    match o.mode {
+        Mode::Echo => conn_loop(o, id, ready, go, win).map(|lat| Done { lat, sent: 0, lost: 0 }),
+        Mode::Churn => {
+            ready.wait();
+            go.wait();
+            churn_loop(o, id, win.get().expect("window set before go"))
+        }
+        Mode::Udp => {
+            let sock = udp_socket(&o.target);
+            ready.wait();
+            go.wait();
+            udp_loop(o, id, sock?, win.get().expect("window set before go"))
+        }
+        Mode::Bulk(_) => unreachable!("bulk runs on the main thread"),
+    }
+}
+
+/// Connection churn: connect, send S bytes, read the echo and check it, half-close, read the
+/// server's EOF, close. Any failure (refused connection included) fails the run.
+fn churn_loop(o: &Opts, id: usize, w: &Window) -> Result<Done, String> {
+    let Target::Tcp(addr) = &o.target else { return Err("--churn needs --tcp".into()) };
+    let mut msg: Vec<u8> = (0..o.size).map(|i| (i * 31 + id * 7) as u8).collect();
+    let mut buf = vec![0u8; o.size];
+    let mut lat = Vec::with_capacity(1 << 16);
+    let mut k: u32 = 0;
+    let last = o.size - 1;
+    loop {
+        let t0 = Instant::now();
+        if t0 >= w.end {
+            break;
+        }
+        k = k.wrapping_add(1);
+        msg[0] = k as u8;
+        msg[last] = (k >> 8) as u8;
+        let mut s = TcpStream::connect(addr.as_str()).map_err(|e| format!("connect: {e}"))?;
+        s.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
+        s.set_read_timeout(Some(IO_TIMEOUT)).map_err(|e| format!("timeout: {e}"))?;
+        s.set_write_timeout(Some(IO_TIMEOUT)).map_err(|e| format!("timeout: {e}"))?;
+        s.write_all(&msg).map_err(|e| format!("write: {e}"))?;
+        s.read_exact(&mut buf).map_err(|e| format!("read: {e}"))?;
+        if buf != msg {
+            return Err("echo mismatch".into());
+        }
+        s.shutdown(Shutdown::Write).map_err(|e| format!("shutdown: {e}"))?;
+        match s.read(&mut buf) {
+            Ok(0) => {}
+            Ok(_) => return Err("data after the echo".into()),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Err(format!(
+                    "the server did not close the connection within {} s of the client's EOF \
+                     (a transport must close when eof_received() returns a false value)",
+                    IO_TIMEOUT.as_secs()
+                ))
+            }
+            Err(e) => return Err(format!("waiting for the server's EOF: {e}")),
+        }
+        drop(s);
+        let t1 = Instant::now();
+        if t1 >= w.start && t1 <= w.end {
+            lat.push((t1 - t0).as_nanos() as u64);
+        }
+    }
+    Ok(Done { lat, sent: 0, lost: 0 })
+}
+
+const UDP_TIMEOUT: Duration = Duration::from_millis(100);
+
+fn udp_socket(t: &Target) -> Result<UdpSocket, String> {
+    let Target::Udp(addr) = t else { return Err("UDP mode needs --udp".into()) };
+    let s = UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
+    s.connect(addr.as_str()).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(UDP_TIMEOUT)).map_err(|e| format!("timeout: {e}"))?;
+    Ok(s)
+}
+
+/// UDP echo, one datagram in flight per thread; head and tail carry (thread id, sequence).
+fn udp_loop(o: &Opts, id: usize, s: UdpSocket, w: &Window) -> Result<Done, String> {
+    if o.size < 16 {
+        return Err("--udp needs --size >= 16".into());
+    }
+    let mut msg: Vec<u8> = (0..o.size).map(|i| (i * 31 + id * 7) as u8).collect();
+    let mut buf = vec![0u8; o.size + 1];
+    let mut lat = Vec::with_capacity(1 << 16);
+    let (mut seq, mut sent, mut lost) = (0u32, 0u64, 0u64);
+    let tail = o.size - 8;
+    let idb = (id as u32).to_le_bytes();
+    'send: loop {
+        let t0 = Instant::now();
+        if t0 >= w.end {
+            break;
+        }
+        seq = seq.wrapping_add(1);
+        for at in [0, tail] {
+            msg[at..at + 4].copy_from_slice(&idb);
+            msg[at + 4..at + 8].copy_from_slice(&seq.to_le_bytes());
+        }
+        s.send(&msg).map_err(|e| format!("send: {e}"))?;
+        sent += 1;
+        loop {
+            match s.recv(&mut buf) {
+                Ok(n) if n == o.size && buf[..n] == msg[..] => break,
+                Ok(n) => {
+                    // A late echo of one of this thread's earlier datagrams: skip it.
+                    let old = u32::from_le_bytes(buf[4..8].try_into().unwrap());
+                    if n == o.size && buf[..4] == idb && old < seq && buf[tail..n] == buf[..8] {
+                        continue;
+                    }
+                    return Err(format!("UDP echo mismatch ({n} bytes)"));
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    lost += 1;
+                    continue 'send;
+                }
+                Err(e) => return Err(format!("recv: {e}")),
+            }
+        }
+        let t1 = Instant::now();
+        if t1 >= w.start && t1 <= w.end {
+            lat.push((t1 - t0).as_nanos() as u64);
+        }
+    }
+    Ok(Done { lat, sent, lost })
+}
+
+/// Adler-32 (zlib's), continued from `adler` (1 to start), as Python's zlib.adler32(data, adler).
+fn adler32(adler: u32, data: &[u8]) -> u32 {
+    const MOD: u32 = 65521;
+    let (mut a, mut b) = (adler & 0xffff, adler >> 16);
+    for chunk in data.chunks(5552) {
+        for &x in chunk {
+            a += x as u32;
+            b += a;
+        }
+        a %= MOD;
+        b %= MOD;
+    }
+    (b << 16) | a
+}
+
+const BLOCK: usize = 1 << 20;
+
+/// Block `i` of a bulk transfer: a fixed pattern with the block index in its head and tail.
+fn bulk_block(base: &mut [u8], i: u64) {
+    let n = base.len();
+    base[..8].copy_from_slice(&i.to_le_bytes());
+    base[n - 8..].copy_from_slice(&(!i).to_le_bytes());
+}
+
+/// One bulk transfer of `total` bytes; returns the server's reply line (checked).
+fn bulk_transfer(o: &Opts, total: u64) -> Result<String, String> {
+    let mut base: Vec<u8> = (0..BLOCK).map(|i| (i * 131 + (i >> 9)) as u8).collect();
+    // The expected checksum, computed before the transfer (the client's CPU in the transfer is
+    // then only the writes).
+    let mut sum = 1u32;
+    let (mut left, mut i) = (total, 0u64);
+    while left > 0 {
+        let k = left.min(BLOCK as u64) as usize;
+        bulk_block(&mut base[..k.max(16)], i);
+        sum = adler32(sum, &base[..k]);
+        left -= k as u64;
+        i += 1;
+    }
+    let mut s = connect(&o.target)?;
+    let (mut left, mut i) = (total, 0u64);
+    while left > 0 {
+        let k = left.min(BLOCK as u64) as usize;
+        bulk_block(&mut base[..k.max(16)], i);
+        s.write_all(&base[..k]).map_err(|e| format!("write: {e}"))?;
+        left -= k as u64;
+        i += 1;
+    }
+    s.shutdown_write().map_err(|e| format!("shutdown: {e}"))?;
+    // The reply is one line; the server's close after it is not waited for.
+    let (mut reply, mut b) = (Vec::new(), [0u8; 512]);
+    while !reply.contains(&b'\n') {
+        match s.read(&mut b) {
+            Ok(0) => break,
+            Ok(n) => reply.extend_from_slice(&b[..n]),
+            Err(e) => return Err(format!("reading the server's reply: {e}")),
+        }
+    }
+    let reply = String::from_utf8_lossy(&reply).trim().to_string();
+    let mut f = reply.split_whitespace();
+    let (got_n, got_sum) = (f.next().unwrap_or(""), f.next().unwrap_or(""));
+    if got_n != total.to_string() {
+        return Err(format!("bulk: sent {total} bytes, server received {got_n:?} ({reply:?})"));
+    }
+    if got_sum != sum.to_string() {
+        return Err(format!("bulk: adler32 mismatch: sent {sum}, server {got_sum}"));
+    }
+    Ok(reply)
+}
+
+fn main_bulk(o: &Opts, total: u64) {
+    if total < 16 {
+        fail("--bulk needs at least 16 bytes");
+    }
+    if let Err(e) = bulk_transfer(o, (total / 16).max(16)) {
+        fail(&format!("warm-up: {e}"));
+    }
+    let pid = o.server_pid.map(|p| p.to_string());
+    let (srv0, cli0, t0) = (pid.as_deref().and_then(proc_cpu), proc_cpu("self"), Instant::now());
+    let reply = bulk_transfer(o, total).unwrap_or_else(|e| fail(&e));
+    let secs = t0.elapsed().as_secs_f64();
+    let (srv1, cli1) = (pid.as_deref().and_then(proc_cpu), proc_cpu("self"));
+    let mut out = format!(
+        "{{\"ok\": true, \"mode\": \"bulk\", \"bytes\": {total}, \"seconds\": {secs:.4}, \
+         \"mib_per_s\": {:.2}, \"server_reply\": {reply:?}",
+        total as f64 / (1 << 20) as f64 / secs
+    );
+    if let (Some(a), Some(b)) = (srv0, srv1) {
+        out += &format!(", \"server_cpu_s\": {:.2}, \"server_busy\": {:.3}", b - a, (b - a) / secs);
+    } else if o.server_pid.is_some() {
+        fail("cannot read the server's /proc/PID/stat (did it exit?)");
+    }
+    if let (Some(a), Some(b)) = (cli0, cli1) {
+        out += &format!(", \"client_cpu_s\": {:.2}, \"client_busy\": {:.3}", b - a, (b - a) / secs);
+    }
+    println!("{out}}}");
+}
+
 /// utime+stime of a whole process (every thread, living or exited), in seconds, from
 /// /proc/PID/stat. The kernel keeps it precisely but shows it in USER_HZ ticks (10 ms): over a
 /// 2 s window that is a resolution of 0.5 %.
@@ -138,40 +415,55 @@ fn parse() -> Opts {
         warmup: 0.5,
         duration: 3.0,
         server_pid: None,
+        mode: Mode::Echo,
     };
     let mut have_target = false;
     while let Some(k) = a.next() {
+        if k == "--churn" {
+            o.mode = Mode::Churn;
+            continue;
+        }
         let v = a.next().unwrap_or_else(|| fail(&format!("{k} needs a value")));
         let num = |v: &str| v.parse::<f64>().unwrap_or_else(|_| fail(&format!("bad {k}: {v}")));
         match k.as_str() {
             "--tcp" => (o.target, have_target) = (Target::Tcp(v), true),
             "--unix" => (o.target, have_target) = (Target::Unix(v), true),
+            "--udp" => (o.target, have_target, o.mode) = (Target::Udp(v), true, Mode::Udp),
+            "--bulk" => o.mode = Mode::Bulk(num(&v) as u64),
             "--conns" => o.conns = num(&v) as usize,
             "--size" => o.size = num(&v) as usize,
             "--warmup" => o.warmup = num(&v),
             "--duration" => o.duration = num(&v),
             "--server-pid" => o.server_pid = Some(num(&v) as u32),
             _ => fail(&format!(
-                "unknown option {k}; usage: loadgen --tcp HOST:PORT|--unix PATH [--conns N] \
-                 [--size BYTES] [--warmup S] [--duration S] [--server-pid PID]"
+                "unknown option {k}; usage: loadgen --tcp HOST:PORT|--unix PATH|--udp HOST:PORT \
+                 [--churn | --bulk BYTES] [--conns N] [--size BYTES] [--warmup S] \
+                 [--duration S] [--server-pid PID]"
             )),
         }
     }
     if !have_target || o.conns == 0 || o.size == 0 || o.duration <= 0.0 {
         fail("need --tcp or --unix, and positive --conns, --size, --duration");
     }
+    if o.mode == Mode::Churn && !matches!(o.target, Target::Tcp(_)) {
+        fail("--churn needs --tcp");
+    }
     o
 }
 
 fn main() {
     let o = Arc::new(parse());
+    if let Mode::Bulk(total) = o.mode {
+        main_bulk(&o, total);
+        return;
+    }
     let ready = Arc::new(Barrier::new(o.conns + 1));
     let go = Arc::new(Barrier::new(o.conns + 1));
     let win = Arc::new(OnceLock::new());
     let handles: Vec<_> = (0..o.conns)
         .map(|id| {
             let (o, ready, go, win) = (o.clone(), ready.clone(), go.clone(), win.clone());
-            thread::spawn(move || conn_loop(&o, id, &ready, &go, &win))
+            thread::spawn(move || worker(&o, id, &ready, &go, &win))
         })
         .collect();
     ready.wait();
@@ -193,10 +485,14 @@ fn main() {
     sleep_until(end);
     let (srv1, cli1) = (pid.as_deref().and_then(proc_cpu), proc_cpu("self"));
 
-    let mut lat = Vec::new();
+    let (mut lat, mut sent, mut lost) = (Vec::new(), 0u64, 0u64);
     for h in handles {
         match h.join() {
-            Ok(Ok(v)) => lat.extend(v),
+            Ok(Ok(d)) => {
+                lat.extend(d.lat);
+                sent += d.sent;
+                lost += d.lost;
+            }
             Ok(Err(e)) => fail(&e),
             Err(_) => fail("connection thread panicked"),
         }
@@ -216,6 +512,7 @@ fn main() {
         match &o.target {
             Target::Tcp(a) => format!("tcp:{a}"),
             Target::Unix(p) => format!("unix:{p}"),
+            Target::Udp(a) => format!("udp:{a}"),
         },
         o.conns,
         o.size,
@@ -230,6 +527,18 @@ fn main() {
         pct(0.99),
         lat[n - 1] as f64 / 1e3,
     );
+    out += &format!(
+        ", \"mode\": {:?}",
+        match o.mode {
+            Mode::Echo => "echo",
+            Mode::Churn => "churn",
+            Mode::Udp => "udp",
+            Mode::Bulk(_) => "bulk",
+        }
+    );
+    if o.mode == Mode::Udp {
+        out += &format!(", \"udp_sent\": {sent}, \"udp_lost\": {lost}");
+    }
     if let (Some(a), Some(b)) = (srv0, srv1) {
         out += &format!(
             ", \"server_cpu_s\": {:.2}, \"server_cpu_us_per_req\": {:.3}, \"server_busy\": {:.3}",

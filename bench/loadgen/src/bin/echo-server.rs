@@ -3,15 +3,18 @@
 //!     echo-server --port 0              # TCP on 127.0.0.1; prints "READY <port>" once listening
 //!     echo-server --unix /tmp/e.sock    # Unix stream socket; prints "READY <path>"
 //!     echo-server --threads --port 0    # one blocking thread per connection instead
+//!     echo-server --udp 0               # UDP echo on 127.0.0.1 (one thread, epoll)
 //!
 //! Default: one thread, level-triggered epoll, non-blocking sockets; on readiness it reads once
 //! (64 KiB, like the Python servers) and writes what it read back, keeping an unsent rest and
 //! waiting for EPOLLOUT (and not reading) until it is sent: what an event loop does with zero
 //! overhead of its own, i.e. the floor of server CPU per request. `--threads` is the other classic
 //! design: the kernel's scheduler is the event loop (a context switch per message).
+//! `--udp`: level-triggered epoll on one non-blocking socket; on readiness every queued datagram
+//! is received and sent back (`recv_from` until EAGAIN), then back to `epoll_wait`.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::thread;
@@ -185,8 +188,30 @@ fn serve_threads(l: Listener) -> ! {
     }
 }
 
+fn serve_udp(port: u16) -> ! {
+    let s = UdpSocket::bind(("127.0.0.1", port)).expect("bind");
+    s.set_nonblocking(true).expect("O_NONBLOCK");
+    println!("READY {}", s.local_addr().unwrap().port());
+    // SAFETY: plain syscall.
+    let ep = unsafe { epoll_create1(EPOLL_CLOEXEC) };
+    assert!(ep >= 0, "epoll_create1: {}", std::io::Error::last_os_error());
+    ctl(ep, EPOLL_CTL_ADD, s.as_raw_fd(), EPOLLIN, 0);
+    let mut buf = vec![0u8; BUF];
+    let mut events = [EpollEvent { events: 0, data: 0 }; 1];
+    loop {
+        // SAFETY: events is a valid buffer of 1 entry.
+        if unsafe { epoll_wait(ep, events.as_mut_ptr(), 1, -1) } < 1 {
+            continue; // EINTR
+        }
+        // Every datagram queued, then back to epoll (an event loop's batching).
+        while let Ok((n, peer)) = s.recv_from(&mut buf) {
+            let _ = s.send_to(&buf[..n], peer);
+        }
+    }
+}
+
 fn usage() -> ! {
-    eprintln!("usage: echo-server [--threads] --port P | --unix PATH");
+    eprintln!("usage: echo-server [--threads] --port P | --unix PATH | --udp P");
     std::process::exit(2)
 }
 
@@ -203,6 +228,7 @@ fn main() {
             println!("READY {}", l.local_addr().unwrap().port());
             Listener::Tcp(l)
         }
+        (Some("--udp"), Some(p)) => serve_udp(p.parse::<u16>().unwrap_or_else(|_| usage())),
         (Some("--unix"), Some(path)) => {
             let _ = std::fs::remove_file(path);
             let l = UnixListener::bind(path).expect("bind");
