@@ -100,7 +100,7 @@ bench-diag: build $(NODIAG)/.nodiag-stamp ## cost of the diagnostics: compiled o
 	$(VPY) bench/diag_overhead.py --markdown
 
 .PHONY: bench-net
-bench-net: build ## network benchmarks: echo (sock/streams/Protocol, TCP/Unix) and uvicorn HTTP, vs a Rust ceiling
+bench-net: build ## network benchmarks: echo (sock/streams/Protocol, TCP/Unix), uvicorn HTTP, connection churn, flow-controlled bulk, UDP, TLS; vs a Rust ceiling
 	$(VPY) -m pip install -q --disable-pip-version-check -r bench/net/requirements.txt
 	@command -v wrk >/dev/null || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get install -y -qq wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }; \

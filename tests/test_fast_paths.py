@@ -142,3 +142,69 @@ def test_create_future_follows_a_patched_future_class(loop, monkeypatch):
     assert isinstance(fut, MyFuture) and made == [loop]
     monkeypatch.undo()
     assert type(loop.create_future()) is asyncio.Future
+
+
+# --- ferroloop only: the context copies the loop makes are untracked while pending (gc.rs) ---
+
+import ferroloop  # noqa: E402
+
+
+def test_own_context_copy_untracked_while_pending_and_tracked_after():
+    loop = ferroloop.new_event_loop()
+    try:
+        h = loop.call_soon(int)
+        t = loop.call_later(3600, int)
+        assert not gc.is_tracked(h._context)
+        assert not gc.is_tracked(t._context)
+        given = contextvars.copy_context()
+        g = loop.call_soon(int, context=given)
+        assert gc.is_tracked(given), "a context passed in is never untracked"
+        assert g._context is given
+        t.cancel()
+        _one_turn(loop)
+        assert gc.is_tracked(h._context)
+        assert gc.is_tracked(t._context)
+    finally:
+        loop.close()
+
+
+def test_cycle_through_a_pending_handles_context_copy_is_collected():
+    var = contextvars.ContextVar("cycle")
+
+    class Holder:
+        pass
+
+    def abandon():
+        lp = ferroloop.new_event_loop()
+        holder = Holder()
+        holder.loop = lp                 # loop -> handle -> context copy -> holder -> loop
+        token = var.set(holder)
+        try:
+            lp.call_soon(int)
+            lp.call_later(3600, int)
+        finally:
+            var.reset(token)
+        return weakref.ref(lp)
+
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        ref = abandon()
+        gc.collect()
+    assert ref() is None
+
+
+def test_context_copy_outliving_its_handle_is_safe():
+    """A context the user took from a pending handle outlives the handle and the loop; freeing
+    it later must not touch the collector's lists as an untracked object (that crashes)."""
+    import warnings
+
+    loop = ferroloop.new_event_loop()
+    ctxs = [loop.call_soon(int)._context, loop.call_later(3600, int)._context]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        del loop
+        gc.collect()
+    assert all(gc.is_tracked(c) for c in ctxs)
+    del ctxs
+    gc.collect()

@@ -97,9 +97,12 @@ impl Handle {
         gc::adopt(h.as_any(), &h.get().owner, owner);
     }
 
-    /// The loop lets go of `h` (idempotent; `gc.rs`).
+    /// The loop lets go of `h` (idempotent; `gc.rs`): the handle, and the context copy the loop
+    /// made for it, are tracked again.
     #[inline]
     pub(crate) fn release(h: &Bound<'_, Handle>) {
+        // SAFETY: GIL held (`Bound`); the context is live (the handle holds it).
+        unsafe { gc::retrack_context(h.get().context.as_ptr()) };
         gc::release(h.as_any(), &h.get().owner);
     }
 
@@ -120,6 +123,17 @@ impl Handle {
             visit.call(&st.when_obj)?;
         }
         Ok(())
+    }
+}
+
+impl Drop for Handle {
+    /// The context copy the loop untracked is tracked again before its last reference can go
+    /// (CPython's `Context` deallocator requires a tracked object; `gc.rs`).
+    fn drop(&mut self) {
+        // SAFETY: a Handle is dropped with the GIL held: by its tp_dealloc (PyO3), or in Rust
+        // code holding `py` when `Py::new` failed; the context is still alive (the field is
+        // dropped after this).
+        unsafe { gc::retrack_context(self.context.as_ptr()) };
     }
 }
 

@@ -35,6 +35,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<handle::TimerHandle>()?;
     pool::install(m.py())?;
     fastcall::install(m.py())?;
+    loop_core::install_traverse(m.py());
     m.add_class::<sock::SockOp>()?;
     m.add_class::<transport::TransportCore>()?;
     m.add_class::<transport::WriteBuffer>()?;

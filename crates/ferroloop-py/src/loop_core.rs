@@ -137,6 +137,75 @@ fn visit_owned(
     Ok(())
 }
 
+/// PyO3's `tp_traverse` for `LoopCore` (the `__traverse__` below), which [`loop_traverse`] wraps.
+static PYO3_TRAVERSE: std::sync::OnceLock<ffi::traverseproc> = std::sync::OnceLock::new();
+
+/// `LoopCore`'s `tp_traverse`: PyO3's (`__traverse__`: the handles and their contents), then
+/// the references of the context copies the loop untracked (gc.rs), which need the collector's
+/// raw visitor (PyO3's `PyVisit` does not expose it) to be passed to the context's own
+/// `tp_traverse`. Each loop-owned handle's context is reported by the container that owns the
+/// handle, as its other contents are (`visit_owned`).
+unsafe extern "C" fn loop_traverse(
+    slf: *mut ffi::PyObject,
+    visit: ffi::visitproc,
+    arg: *mut std::ffi::c_void,
+) -> std::ffi::c_int {
+    let Some(inner) = PYO3_TRAVERSE.get() else {
+        return 0;
+    };
+    // SAFETY: called by CPython as tp_traverse: `slf` is a live LoopCore (or subclass) instance,
+    // the GIL is held, `visit`/`arg` are the collector's.
+    let r = unsafe { inner(slf, visit, arg) };
+    if r != 0 {
+        return r;
+    }
+    // SAFETY: as above; the token only borrows GilCells (gil.rs, `traverse_token`).
+    let py = unsafe { crate::gil::traverse_token() };
+    // SAFETY: `slf` is a live instance of LoopCore (tp_traverse of its type), so the unchecked
+    // cast holds.
+    let this = unsafe { pyo3::Borrowed::from_ptr(py, slf).cast_unchecked::<LoopCore>() };
+    let Some(st) = this.get().st.borrow_for_traverse(py) else {
+        return 0;
+    };
+    let ev = &st.ev;
+    let owned = ev
+        .ready()
+        .iter()
+        .map(|h| (h, Owner::Ready))
+        .chain(ev.timers().iter().map(|h| (h, Owner::Timer)))
+        .chain(ev.fds().callbacks().map(|h| (h, Owner::Fd)));
+    for (h, owner) in owned {
+        let hd = h.0.get();
+        if hd.owner() == owner {
+            // SAFETY: tp_traverse context (above); the context is alive (the handle holds it).
+            let r = unsafe { crate::gc::traverse_context(hd.context.as_ptr(), visit, arg) };
+            if r != 0 {
+                return r;
+            }
+        }
+    }
+    0
+}
+
+/// Puts [`loop_traverse`] in front of PyO3's `tp_traverse` for `LoopCore` (module import).
+/// Python subclasses (`ferroloop.Loop`) reach it through CPython's `subtype_traverse`, which
+/// calls the base type's current slot.
+pub(crate) fn install_traverse(py: Python<'_>) {
+    use pyo3::PyTypeInfo;
+    let ty = LoopCore::type_object(py).as_type_ptr();
+    // SAFETY: GIL held; `ty` is LoopCore's live heap type, whose tp_traverse PyO3 set (it
+    // declares `__traverse__`). No instance exists yet, and the wrapper calls the saved
+    // function first, so nothing PyO3 reports is lost.
+    unsafe {
+        if let Some(orig) = (*ty).tp_traverse {
+            if PYO3_TRAVERSE.set(orig).is_ok() {
+                (*ty).tp_traverse = Some(loop_traverse);
+                ffi::PyType_Modified(ty);
+            }
+        }
+    }
+}
+
 /// `cls(*args, **{names[i]: kw[i]})` through vectorcall: no argument tuple or keyword dict.
 pub(crate) fn vectorcall_kw<'py>(
     cls: &Bound<'py, PyAny>,

@@ -86,7 +86,11 @@ impl LoopCore {
         let py = slf.py();
         let context = match context {
             Some(c) if !c.is_none() => c.unbind(),
-            _ => copy_context(py)?,
+            _ => {
+                let own = copy_context(py)?;
+                crate::gc::untrack_own_context(&own);
+                own
+            }
         };
         Ok(Handle::new(
             slf.clone().into_any().unbind(),
