@@ -120,10 +120,20 @@ def test_cycle_through_a_run_handle_is_collected(loop):
         def cb(self):
             pass
 
+    # Recycle first, so that the handles below come from the pool on ferroloop.
+    for i in range(100):
+        loop.call_soon(int, i)
+        loop.call_later(0, int, i)
+    _one_turn(loop)
+    _one_turn(loop)
+
     o = Owner()
     o.handle = loop.call_soon(o.cb)      # o -> handle -> bound method -> o
+    o.timer = loop.call_later(0, o.cb)   # the same through a timer
     ref = weakref.ref(o)
     _one_turn(loop)
+    _one_turn(loop)
+    assert o.handle._callback == o.cb and o.timer._callback == o.cb
     del o
     gc.collect()
     assert ref() is None
