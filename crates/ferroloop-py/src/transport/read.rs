@@ -41,6 +41,75 @@ impl TransportCore {
         LoopCore::add_fd_callback(&lp, fd, callback, true)
     }
 
+    /// `_SelectorTransport.is_reading()`: `not self.is_closing() and not self._paused` (the
+    /// core's `is_closing` is `_closing`).
+    pub(super) fn is_reading_impl(&self, py: Python<'_>) -> bool {
+        let st = self.st.borrow(py);
+        !st.closing && !st.paused
+    }
+
+    /// `_SelectorTransport.pause_reading()`. The stdlib removes the reader
+    /// (`loop._remove_reader`): its handle is cancelled here too, so nothing is read while paused
+    /// (not even by a handle the turn already queued), but epoll's registration is left lingering
+    /// (`LoopCore::suspend_fd_reader`), so that a resume soon after costs no `epoll_ctl`. An fd
+    /// that stays ready while paused is deregistered by the turn at its second report
+    /// (`ferroloop_core::fd_table`, "Lingering registrations"): no busy loop however long the
+    /// pause. EOF while paused is not seen until the reader runs again, as in the stdlib.
+    pub(super) fn pause_reading_impl(&self, py: Python<'_>) -> PyResult<()> {
+        let fd = {
+            let mut st = self.st.borrow_mut(py);
+            if st.closing || st.paused {
+                return Ok(());
+            }
+            st.paused = true;
+            st.fd
+        };
+        let lp = self.loop_core(py)?;
+        // `BaseSelectorEventLoop._remove_reader` does nothing on a closed loop.
+        if !lp.get().closed.load(std::sync::atomic::Ordering::Relaxed) {
+            LoopCore::suspend_fd_reader(&lp, fd)?;
+        }
+        if lp.get().debug() {
+            self.debug_log(py, "%r pauses reading")?;
+        }
+        Ok(())
+    }
+
+    /// `_SelectorTransport.resume_reading()`: `self._add_reader(self._sock_fd, self._read_ready)`
+    /// with no syscall when the registration left by `pause_reading` still lingers.
+    pub(super) fn resume_reading_impl(&self, py: Python<'_>) -> PyResult<()> {
+        let fd = {
+            let mut st = self.st.borrow_mut(py);
+            if st.closing || !st.paused {
+                return Ok(());
+            }
+            st.paused = false;
+            st.fd
+        };
+        let callback = self.transport(py).getattr(names::read_ready(py))?;
+        let lp = self.loop_core(py)?;
+        // The registration is trusted only while the socket still has the fd it was registered
+        // with; a socket closed behind the transport's back gets the ordinary registration (and
+        // its error), as the stdlib's `_add_reader` would.
+        if self.live_fd(py).ok() == Some(fd) {
+            LoopCore::renew_fd_callback(&lp, fd, callback, true)?;
+        } else {
+            LoopCore::add_fd_callback(&lp, fd, callback, true)?;
+        }
+        if lp.get().debug() {
+            self.debug_log(py, "%r resumes reading")?;
+        }
+        Ok(())
+    }
+
+    /// `logger.debug(message, transport)` on asyncio's logger.
+    fn debug_log(&self, py: Python<'_>, message: &str) -> PyResult<()> {
+        py.import(names::asyncio_log(py))?
+            .getattr(names::logger(py))?
+            .call_method1(names::debug(py), (message, self.transport(py)))?;
+        Ok(())
+    }
+
     /// The fd's reader callback.
     pub(super) fn read_ready_impl(&self, py: Python<'_>) -> PyResult<()> {
         let buffered = {
