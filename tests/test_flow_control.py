@@ -400,3 +400,32 @@ def test_a_transport_closed_while_paused_leaves_nothing_registered_ferroloop():
         assert _run(loop, main()) is None
     finally:
         loop.close()
+
+
+def test_reads_of_a_backlog_are_exact_bytes_of_at_most_max_size(loop):
+    payload = random.Random(11).randbytes(3 * 1024 * 1024 + 12345)
+
+    class Sizes(Reader):
+        def __init__(self):
+            super().__init__()
+            self.sizes = []
+
+        def data_received(self, data):
+            assert type(data) is bytes
+            self.sizes.append(len(data))
+            super().data_received(data)
+
+    async def main():
+        sp = Sizes()
+        server, st, ct, cp = await _pair(sp)
+        st.pause_reading()  # a backlog builds up: reads then fill max_size (the bulk path)
+        ct.write(payload)
+        await asyncio.sleep(0.05)
+        st.resume_reading()
+        await _until(lambda: len(sp.data) == len(payload))
+        await _close(server, st, ct)
+        return bytes(sp.data) == payload, max(sp.sizes), sp.sizes.count(256 * 1024)
+
+    same, biggest, full = _run(loop, main())
+    assert same and biggest <= 256 * 1024
+    assert full >= 2

@@ -51,7 +51,8 @@ Deviations, each deliberate (``docs/semantics.md``):
 * 3.12's ``writelines`` does not call ``pause_writing`` when it overfills the buffer; this one
   does, as ``write`` does.
 * Reads take up to ``max_size`` (256 KiB) at once, as the stdlib's do, into a buffer shared by
-  the thread's transports; ``data_received`` gets a ``bytes`` of exactly what arrived. Changing
+  the thread's transports (or, after a read that filled ``max_size``, straight into a new
+  ``bytes``); ``data_received`` gets a ``bytes`` of exactly what arrived. Changing
   ``max_size`` on a transport has no effect.
 """
 

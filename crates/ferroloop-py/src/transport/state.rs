@@ -166,6 +166,9 @@ transport_state! {
         transport: Option<Py<PyAny>> = None,
         /// The protocol is an `asyncio.BufferedProtocol` (reads go through `get_buffer`).
         buffered: bool = false,
+        /// The last read filled `max_size`: the next one receives straight into a new `bytes`
+        /// (read.rs, `read_data_received`).
+        bulk: bool = false,
     }
 }
 
