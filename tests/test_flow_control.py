@@ -429,3 +429,39 @@ def test_reads_of_a_backlog_are_exact_bytes_of_at_most_max_size(loop):
     same, biggest, full = _run(loop, main())
     assert same and biggest <= 256 * 1024
     assert full >= 2
+
+
+def test_a_finished_transport_is_freed_without_the_cyclic_collector_ferroloop():
+    # The stdlib's own transport keeps a bound method of itself (3.11's _read_ready_cb): it
+    # needs the collector. ferroloop's core lets go of its transport once the connection is
+    # lost (transport/state.rs), so the pair goes with its last reference.
+    import gc
+    import weakref
+
+    import ferroloop
+
+    loop = ferroloop.new_event_loop()
+
+    async def main():
+        sp = Reader()
+        server, st, ct, cp = await _pair(sp)
+        refs = [weakref.ref(st), weakref.ref(ct)]
+        st.close()
+        ct.close()
+        await sp.lost
+        await cp.lost
+        for _ in range(3):
+            await asyncio.sleep(0)
+        sp.transport = cp.transport = None
+        server.close()
+        await server.wait_closed()
+        return refs
+
+    gc.disable()
+    try:
+        refs = _run(loop, main())
+        alive = [r() is not None for r in refs]
+    finally:
+        gc.enable()
+        loop.close()
+    assert alive == [False, False]
