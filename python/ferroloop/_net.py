@@ -73,6 +73,7 @@ import selectors
 from asyncio import base_events, selector_events, unix_events
 
 from . import _transport
+from ._accept import AcceptMixin
 from ._borrowing import borrow, borrow_into
 
 __all__ = ["NetworkingMixin"]
@@ -118,9 +119,10 @@ borrow_into(
 )
 
 
-class _SelectorNetworking(_BaseNetworking):
+class _SelectorNetworking(AcceptMixin, _BaseNetworking):
     """``selector_events.BaseSelectorEventLoop``: the socket transports over ``_add_reader`` &
-    co., accepting connections, the ``sock_*`` coroutines, sendfile on a transport."""
+    co., accepting connections (``_start_serving`` and ``_accept_connection`` are ferroloop's,
+    ``_accept.py``), the ``sock_*`` coroutines, sendfile on a transport."""
 
 
 borrow_into(
@@ -130,9 +132,7 @@ borrow_into(
         # transport factories (stream transports and TLS are set below: ferroloop's own class)
         "_make_datagram_transport",
         "_ensure_fd_no_transport",
-        # servers
-        "_start_serving",
-        "_accept_connection",
+        # servers (_start_serving and _accept_connection: _accept.py; this one is for TLS)
         "_accept_connection2",
         "_stop_serving",
         # loop.sendfile() on a socket transport: pause it, then sock_sendfile

@@ -16,7 +16,10 @@ Where the work is done:
   buffered pieces), ``pause_writing``/``resume_writing`` at the water marks,
   ``get_write_buffer_size``, ``is_closing``, and ``_add_reader`` (which registers the reader
   in the loop's fd table from Rust; ``__init__`` schedules it with ``call_soon`` after
-  ``connection_made``, as the stdlib does). Those bound methods are put in each instance's
+  ``connection_made``, as the stdlib does), and ``is_reading``/``pause_reading``/
+  ``resume_reading`` (the stdlib's logic; pausing cancels the reader but leaves epoll's
+  registration lingering, so a prompt resume makes no ``epoll_ctl`` call: ``transport/read.rs``
+  and ``ferroloop_core::fd_table``). Those bound methods are put in each instance's
   ``__dict__``: ``transport.write(data)`` is then a single call into Rust, and code that replaces
   ``transport.write`` on an instance (tests do) still can.
 * **Everything else, the stdlib's own functions** (``_borrowing.borrow_into``, which fails
@@ -24,8 +27,7 @@ Where the work is done:
   declared as such in ``_borrowed.py``): ``selector_events._SelectorTransport``'s and
   ``_SelectorSocketTransport``'s ``close``, ``abort``, ``_force_close``, ``_fatal_error``,
   ``_call_connection_lost`` (which calls ``super()``: borrowed with ``super_layer=``),
-  ``_read_ready__on_eof``, ``write_eof``, ``pause_reading``/``resume_reading``, the sendfile
-  waiters, ``__repr__`` and ``__del__``, plus, inherited, ``_FlowControlMixin``'s buffer limits
+  ``_read_ready__on_eof``, ``write_eof``, the sendfile waiters, ``__repr__`` and ``__del__``, plus, inherited, ``_FlowControlMixin``'s buffer limits
   and ``BaseTransport.get_extra_info`` (and 3.11's ``WriteTransport.writelines``). Their
   messages, logging and version differences are CPython's own. The private attributes each of
   them reads and assigns, per Python version, are in ``tests/borrowed_manifest/<version>.toml``
@@ -49,7 +51,8 @@ Deviations, each deliberate (``docs/semantics.md``):
 * 3.12's ``writelines`` does not call ``pause_writing`` when it overfills the buffer; this one
   does, as ``write`` does.
 * Reads take up to ``max_size`` (256 KiB) at once, as the stdlib's do, into a buffer shared by
-  the thread's transports; ``data_received`` gets a ``bytes`` of exactly what arrived. Changing
+  the thread's transports (or, after a read that filled ``max_size``, straight into a new
+  ``bytes``); ``data_received`` gets a ``bytes`` of exactly what arrived. Changing
   ``max_size`` on a transport has no effect.
 """
 
@@ -88,6 +91,9 @@ class _TransportLayer(transports._FlowControlMixin, transports.Transport):
         d["_add_reader"] = core._add_reader
         d["get_write_buffer_size"] = core.get_write_buffer_size
         d["is_closing"] = core.is_closing
+        d["is_reading"] = core.is_reading
+        d["pause_reading"] = core.pause_reading
+        d["resume_reading"] = core.resume_reading
 
         # selector_events._SelectorTransport.__init__, on the core's fields.
         super().__init__(extra, loop)
@@ -139,6 +145,15 @@ class _TransportLayer(transports._FlowControlMixin, transports.Transport):
     def is_closing(self):
         return self._core.is_closing()
 
+    def is_reading(self):
+        return self._core.is_reading()
+
+    def pause_reading(self):
+        self._core.pause_reading()
+
+    def resume_reading(self):
+        self._core.resume_reading()
+
 
 borrow_into(
     _TransportLayer,
@@ -147,9 +162,6 @@ borrow_into(
         "__repr__",
         "abort",
         "get_protocol",
-        "is_reading",
-        "pause_reading",
-        "resume_reading",
         "close",
         "__del__",
         "_fatal_error",

@@ -175,6 +175,26 @@ impl<H: Callback, K: Clock> EventLoop<H, K> {
         self.fds.remove(self.poller.as_deref(), fd, dir)
     }
 
+    /// Takes the `dir` callback of `fd` out of the table but leaves epoll's registration
+    /// lingering ([`FdTable::suspend`]: a transport's `pause_reading`). No syscall.
+    pub fn suspend_fd(&mut self, fd: RawFd, dir: Direction) -> Option<H> {
+        self.fds.suspend(fd, dir)
+    }
+
+    /// Makes `cb` the `dir` callback of `fd` again after [`suspend_fd`](Self::suspend_fd)
+    /// ([`FdTable::resume`]: no syscall while the registration lingers).
+    pub fn resume_fd(
+        &mut self,
+        fd: RawFd,
+        dir: Direction,
+        cb: H,
+    ) -> Result<Option<H>, (io::Error, H)> {
+        match &self.poller {
+            Some(p) => self.fds.resume(&**p, fd, dir, cb),
+            None => Err((io::ErrorKind::NotConnected.into(), cb)),
+        }
+    }
+
     /// The timeout of this turn's wait ([`wait_timeout`]); call after purging cancelled timers.
     pub fn wait_timeout(&self, stopping: bool) -> Option<Duration> {
         wait_timeout(
@@ -201,7 +221,9 @@ impl<H: Callback, K: Clock> EventLoop<H, K> {
     /// Step 3a: queues the reader/writer callbacks of the fds `poller` reported ready (a copy
     /// made by `dup`: the table keeps its own), and reports the [`SIGNAL_TOKEN`]. A cancelled fd
     /// callback that fires is unregistered instead (`selector_events._process_events`); it goes
-    /// onto `released` for the caller to release and drop outside its borrow.
+    /// onto `released` for the caller to release and drop outside its borrow. An fd whose
+    /// suspended interest lingers is deregistered for real once it was reported ready
+    /// [`LINGER_WAKEUPS`](crate::fd_table::LINGER_WAKEUPS) times (no spinning while paused).
     pub fn dispatch(
         &mut self,
         poller: &Poller,
@@ -211,6 +233,7 @@ impl<H: Callback, K: Clock> EventLoop<H, K> {
     ) -> Dispatched {
         let mut out = Dispatched::default();
         let mut stale: Vec<(RawFd, Direction)> = Vec::new();
+        let mut lapsed: Vec<RawFd> = Vec::new();
         let Self { ready, fds, .. } = self;
         poller.drain(events, |r| {
             if r.token == SIGNAL_TOKEN {
@@ -228,7 +251,13 @@ impl<H: Callback, K: Clock> EventLoop<H, K> {
                     }
                 }
             }
+            if fds.linger_hit(fd, r.read, r.write) {
+                lapsed.push(fd);
+            }
         });
+        for fd in lapsed {
+            self.fds.lapse(poller, fd);
+        }
         for (fd, dir) in stale {
             match self.fds.remove(Some(poller), fd, dir) {
                 Ok(Some(cb)) => released.push(cb),

@@ -42,7 +42,7 @@ use rustix::event::{eventfd, EventfdFlags, Timespec};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -245,6 +245,8 @@ impl Events {
 pub struct Poller {
     epoll: OwnedFd,
     waker: Waker,
+    /// `epoll_ctl` calls made for fds ([`ctl_calls`](Self::ctl_calls)).
+    ctl_calls: AtomicU64,
 }
 
 impl Poller {
@@ -259,7 +261,18 @@ impl Poller {
                 pending: AtomicBool::new(false),
             }),
         };
-        Ok(Self { epoll, waker })
+        Ok(Self {
+            epoll,
+            waker,
+            ctl_calls: AtomicU64::new(0),
+        })
+    }
+
+    /// How many `epoll_ctl` calls [`add`](Self::add), [`modify`](Self::modify) and
+    /// [`delete`](Self::delete) made (successful or not): what flow control saves is measured by
+    /// it (`LoopCore._epoll_ctl_calls`).
+    pub fn ctl_calls(&self) -> u64 {
+        self.ctl_calls.load(Ordering::Relaxed)
     }
 
     /// A handle that wakes this poller from any thread.
@@ -270,6 +283,7 @@ impl Poller {
     /// Starts watching `fd`. Fails with the OS error for fds epoll refuses (closed: EBADF,
     /// regular files: EPERM, already registered: EEXIST).
     pub fn add(&self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
+        self.ctl_calls.fetch_add(1, Ordering::Relaxed);
         // SAFETY: the borrowed fd is used only for the duration of this epoll_ctl call; if the
         // number is not an open fd the kernel answers EBADF, it is never dereferenced as memory.
         let bfd = unsafe { BorrowedFd::borrow_raw(fd) };
@@ -284,6 +298,7 @@ impl Poller {
 
     /// Changes what a registered `fd` is watched for (ENOENT if it is not registered).
     pub fn modify(&self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
+        self.ctl_calls.fetch_add(1, Ordering::Relaxed);
         // SAFETY: as in `add`, the borrow lasts one epoll_ctl call on a plain integer.
         let bfd = unsafe { BorrowedFd::borrow_raw(fd) };
         epoll::modify(
@@ -298,6 +313,7 @@ impl Poller {
     /// Stops watching `fd`. Fails (EBADF/ENOENT) when the fd was closed meanwhile: the kernel
     /// then already dropped it, and callers may ignore the error.
     pub fn delete(&self, fd: RawFd) -> io::Result<()> {
+        self.ctl_calls.fetch_add(1, Ordering::Relaxed);
         // SAFETY: as in `add`, the borrow lasts one epoll_ctl call on a plain integer.
         let bfd = unsafe { BorrowedFd::borrow_raw(fd) };
         epoll::delete(&self.epoll, bfd)?;

@@ -191,3 +191,92 @@ fn epoll_interest_follows_the_table() {
     lp.run_once();
     assert!(lp.take_log().is_empty());
 }
+
+#[test]
+fn a_suspended_reader_lingers_and_resumes_without_a_syscall() {
+    let reg = Recorder::default();
+    let mut t = FdTable::new();
+    t.set(&reg, 6, Direction::Read, item(1)).unwrap();
+    reg.take();
+    let old = t.suspend(6, Direction::Read).unwrap();
+    assert_eq!(old.id, 1);
+    assert!(reg.take().is_empty(), "suspending makes no syscall");
+    let e = t.get(6).unwrap();
+    assert!(e.reader.is_none(), "the reader is out of the table");
+    assert_eq!(e.registered(), READ, "epoll still watches the fd");
+    assert!(t
+        .resume(&reg, 6, Direction::Read, item(2))
+        .unwrap()
+        .is_none());
+    assert!(
+        reg.take().is_empty(),
+        "resuming while it lingers makes no syscall"
+    );
+    assert_eq!(t.get(6).unwrap().reader.as_ref().map(|r| r.id), Some(2));
+    assert!(t.get(6).unwrap().lingering().is_empty());
+}
+
+#[test]
+fn a_lingering_fd_reported_ready_twice_is_deregistered() {
+    let reg = Recorder::default();
+    let mut t = FdTable::new();
+    t.set(&reg, 6, Direction::Read, item(1)).unwrap();
+    t.suspend(6, Direction::Read).unwrap();
+    reg.take();
+    assert!(
+        !t.linger_hit(6, false, true),
+        "a write report does not count for a read linger"
+    );
+    assert!(!t.linger_hit(6, true, false), "the first report is ignored");
+    assert!(t.linger_hit(6, true, false), "the second one lapses it");
+    t.lapse(&reg, 6);
+    assert_eq!(reg.take(), ["del 6"]);
+    assert!(t.is_empty());
+    // Resuming now registers for real.
+    t.resume(&reg, 6, Direction::Read, item(2)).unwrap();
+    assert_eq!(reg.take(), ["add 6 R"]);
+
+    // With a writer registered, the lapse keeps the writer's interest.
+    t.set(&reg, 6, Direction::Write, item(3)).unwrap();
+    t.suspend(6, Direction::Read).unwrap();
+    reg.take();
+    t.linger_hit(6, true, true);
+    assert!(t.linger_hit(6, true, true));
+    t.lapse(&reg, 6);
+    assert_eq!(reg.take(), ["mod 6 W"]);
+}
+
+#[test]
+fn any_other_change_drops_what_lingers() {
+    let reg = Recorder::default();
+    let mut t = FdTable::new();
+    t.set(&reg, 8, Direction::Read, item(1)).unwrap();
+    t.suspend(8, Direction::Read).unwrap();
+    reg.take();
+    // Removing the (already suspended) reader deregisters for real, and reports no callback.
+    assert!(t.remove(Some(&reg), 8, Direction::Read).unwrap().is_none());
+    assert_eq!(reg.take(), ["del 8"]);
+    assert!(t.is_empty());
+
+    // A plain set always makes its syscall (the fd may have been closed and its number reused).
+    t.set(&reg, 8, Direction::Read, item(2)).unwrap();
+    t.suspend(8, Direction::Read).unwrap();
+    reg.take();
+    t.set(&reg, 8, Direction::Read, item(3)).unwrap();
+    assert_eq!(reg.take(), ["mod 8 R"]);
+    assert!(t.get(8).unwrap().lingering().is_empty());
+}
+
+#[test]
+fn the_owner_replacing_its_callback_makes_no_syscall() {
+    let reg = Recorder::default();
+    let mut t = FdTable::new();
+    t.set(&reg, 9, Direction::Write, item(1)).unwrap();
+    reg.take();
+    let old = t.resume(&reg, 9, Direction::Write, item(2)).unwrap();
+    assert_eq!(old.map(|o| o.id), Some(1));
+    assert!(reg.take().is_empty());
+    // Not registered at all: resume is a plain set.
+    t.resume(&reg, 10, Direction::Read, item(3)).unwrap();
+    assert_eq!(reg.take(), ["add 10 R"]);
+}

@@ -36,7 +36,7 @@ impl LoopCore {
         let py = slf.py();
         slf.get().check_closed()?;
         let handle = Py::new(py, Self::new_handle(slf, callback, args, None, 0.0)?)?;
-        Self::set_fd_callback(slf, fd, handle.clone_ref(py), direction(is_reader))?;
+        Self::set_fd_callback(slf, fd, handle.clone_ref(py), direction(is_reader), false)?;
         Ok(handle)
     }
 
@@ -52,13 +52,56 @@ impl LoopCore {
         Self::add_fd_handle(slf, fd, callback, PyTuple::empty(py), is_reader).map(drop)
     }
 
+    /// A transport's `pause_reading`: unregisters the reader of `fd` and cancels it, as
+    /// `loop._remove_reader(fd)` does, but leaves epoll's registration lingering for a prompt
+    /// [`renew_fd_callback`](Self::renew_fd_callback) (`ferroloop_core::fd_table`, "Lingering
+    /// registrations"). False when there was no reader; nothing once the loop is closed.
+    pub(crate) fn suspend_fd_reader(slf: &Bound<'_, Self>, fd: RawFd) -> PyResult<bool> {
+        let py = slf.py();
+        let old = slf
+            .get()
+            .st
+            .borrow_mut(py)
+            .ev
+            .suspend_fd(fd, Direction::Read);
+        let Some(old) = old else {
+            return Ok(false);
+        };
+        let h = old.0.bind(py);
+        Handle::release(h);
+        cancel_handle(h)?;
+        Ok(true)
+    }
+
+    /// `loop._add_reader(fd, callback)` (or `_add_writer`) for the transport that owns `fd`'s
+    /// registration: a new handle in a copy of the current context, the loop checked open, but no
+    /// syscall when epoll already watches what is needed (the read interest left lingering by
+    /// [`suspend_fd_reader`](Self::suspend_fd_reader), or the transport's own callback being
+    /// replaced; `FdTable::resume`).
+    pub(crate) fn renew_fd_callback(
+        slf: &Bound<'_, Self>,
+        fd: RawFd,
+        callback: Bound<'_, PyAny>,
+        is_reader: bool,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        slf.get().check_closed()?;
+        let handle = Py::new(
+            py,
+            Self::new_handle(slf, callback, PyTuple::empty(py), None, 0.0)?,
+        )?;
+        Self::set_fd_callback(slf, fd, handle, direction(is_reader), true)
+    }
+
     /// Registers `handle` as the reader (or writer) of `fd`, replacing and cancelling any previous
-    /// one (selector_events._add_reader).
+    /// one (selector_events._add_reader). `resume`: the owner of the registration renews it, trusting
+    /// what epoll watches (`FdTable::resume`).
     fn set_fd_callback(
         slf: &Bound<'_, Self>,
         fd: RawFd,
         handle: Py<Handle>,
         dir: Direction,
+        resume: bool,
     ) -> PyResult<()> {
         let py = slf.py();
         // The fd table owns the handle from now on (gc.rs).
@@ -66,7 +109,12 @@ impl LoopCore {
         let (res, closed) = {
             let mut st = slf.get().st.borrow_mut(py);
             let closed = st.ev.poller().is_none();
-            (st.ev.set_fd(fd, dir, HandleRef(handle)), closed)
+            let res = if resume {
+                st.ev.resume_fd(fd, dir, HandleRef(handle))
+            } else {
+                st.ev.set_fd(fd, dir, HandleRef(handle))
+            };
+            (res, closed)
         };
         match res {
             Ok(None) => Ok(()),

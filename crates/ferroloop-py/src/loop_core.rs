@@ -543,6 +543,23 @@ impl LoopCore {
         }
     }
 
+    /// What epoll watches `fd` for, as the fd table has registered it: `(read, write)`, or `None`
+    /// when it is not registered. Differs from `_fd_callbacks` while a paused transport's read
+    /// interest lingers (`ferroloop_core::fd_table`). For tests.
+    fn _fd_registration(&self, py: Python<'_>, fd: RawFd) -> Option<(bool, bool)> {
+        let st = self.st.borrow(py);
+        st.ev.fds().get(fd).map(|e| {
+            let i = e.registered();
+            (i.read, i.write)
+        })
+    }
+
+    /// `epoll_ctl` calls made for fds since the loop was created (0 once it is closed). For tests
+    /// and the flow-control probe (`bench/flow_probe.py`).
+    fn _epoll_ctl_calls(&self, py: Python<'_>) -> u64 {
+        self.st.borrow(py).ev.poller().map_or(0, |p| p.ctl_calls())
+    }
+
     /// `asyncio.Future(loop=self)`, without a Python frame. The class is looked up in
     /// `asyncio.futures` at each call, as the stdlib does, so patching it still works.
     pub(crate) fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {

@@ -191,6 +191,21 @@ impl TransportCore {
         self.read_ready_impl(py)
     }
 
+    /// `transport.is_reading()` (read.rs).
+    fn is_reading(&self, py: Python<'_>) -> bool {
+        self.is_reading_impl(py)
+    }
+
+    /// `transport.pause_reading()`: the registration lingers for a prompt resume (read.rs).
+    fn pause_reading(&self, py: Python<'_>) -> PyResult<()> {
+        self.pause_reading_impl(py)
+    }
+
+    /// `transport.resume_reading()` (read.rs).
+    fn resume_reading(&self, py: Python<'_>) -> PyResult<()> {
+        self.resume_reading_impl(py)
+    }
+
     /// `transport.write(data)` (write.rs).
     fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         Self::write_impl(slf, data)

@@ -37,6 +37,7 @@ interned! {
 
     // The core's own callbacks, registered with the loop.
     write_ready = "_write_ready";
+    read_ready = "_read_ready";
 
     // The socket object.
     fileno = "fileno";
@@ -57,4 +58,5 @@ interned! {
     asyncio_log = "asyncio.log";
     logger = "logger";
     warning = "warning";
+    debug = "debug";
 }

@@ -166,6 +166,9 @@ transport_state! {
         transport: Option<Py<PyAny>> = None,
         /// The protocol is an `asyncio.BufferedProtocol` (reads go through `get_buffer`).
         buffered: bool = false,
+        /// The last read filled `max_size`: the next one receives straight into a new `bytes`
+        /// (read.rs, `read_data_received`).
+        bulk: bool = false,
     }
 }
 
@@ -236,6 +239,21 @@ impl TransportAttribute {
     fn __set__(&self, instance: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = instance.py();
         match (self.target, Self::core_of(instance)?) {
+            (Target::Field(Field::loop_), Some(core)) if value.is_none() => {
+                TState::set(&core.get().st, py, Field::loop_, value)?;
+                // `_loop = None` is the last thing the stdlib's `_call_connection_lost` does,
+                // after letting go of the socket, protocol and server: the transport is
+                // finished. The core and the transport reference each other (the core calls
+                // back into the transport's stdlib functions); dropping the core's side now lets
+                // reference counting free both as soon as the protocol lets go of the
+                // transport, as it frees the stdlib's transport, instead of leaving every
+                // finished connection to the cyclic collector. Nothing calls back into the
+                // transport after that: reads, writes and the writer return early once
+                // `_conn_lost` is set, pause/resume once `_closing` is.
+                let old = core.get().st.borrow_mut(py).transport.take();
+                drop(old); // outside the borrow: a `__del__` may run
+                Ok(())
+            }
             (Target::Field(f), Some(core)) => TState::set(&core.get().st, py, f, value),
             (Target::Buffer, _) => Err(PyAttributeError::new_err(format!(
                 "the transport attribute '{}' is read-only",

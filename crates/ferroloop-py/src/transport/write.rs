@@ -242,14 +242,18 @@ impl TransportCore {
     }
 
     /// Registers `_write_ready` as the fd's writer (`loop._add_writer(fd, self._write_ready)`),
-    /// straight into the loop's fd table.
+    /// straight into the loop's fd table. Called when the buffer was empty: usually no writer is
+    /// registered, but `_write_ready` empties the buffer, calls `resume_writing`, whose writes
+    /// land here, and only then removes its writer.
     fn add_writer(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
         let lp = this.loop_core(py)?;
         let fd = this.st.borrow(py).fd;
         let cb = slf.getattr(names::write_ready(py))?;
-        LoopCore::add_fd_callback(&lp, fd, cb, false)
+        // The transport owns the fd's registration (write() just used the socket's live fd): a
+        // writer still registered is replaced without an epoll_ctl (FdTable::resume).
+        LoopCore::renew_fd_callback(&lp, fd, cb, false)
     }
 
     /// `loop._remove_writer(fd)`, straight from the loop's fd table (nothing once it is closed).

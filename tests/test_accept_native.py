@@ -1,0 +1,250 @@
+"""Accepting connections, on the stock loop and on ferroloop (whose accept loop sets a plain
+connection up at once, without a task per connection: python/ferroloop/_accept.py): every
+pending connection accepted (up to ``backlog`` per readiness), TCP_NODELAY on accepted TCP
+sockets, ``protocol_factory`` run in a context of its own per connection, errors while setting a
+connection up reported in debug mode only, with the stdlib's context. ferroloop only: a shortage
+of descriptors is reported once per episode, not once per retry."""
+
+import asyncio
+import contextvars
+import errno
+import gc
+import socket
+import time
+
+import pytest
+from asyncio import constants, trsock
+
+TIMEOUT = 15
+
+
+class Echo(asyncio.Protocol):
+    def __init__(self, log=None):
+        self.log = log if log is not None else []
+
+    def connection_made(self, transport):
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        nodelay = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        self.log.append((nodelay, transport.get_extra_info("peername")))
+
+    def data_received(self, data):
+        self.transport.write(data.upper())
+
+
+async def _ask(port, payload=b"ping"):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(payload)
+        await writer.drain()
+        writer.write_eof()
+        return await reader.read()
+    finally:
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except ConnectionError:
+            pass
+
+
+def _run(loop, coro):
+    return loop.run_until_complete(asyncio.wait_for(coro, TIMEOUT))
+
+
+def test_every_pending_connection_is_served_with_nodelay(loop):
+    log = []
+
+    async def main():
+        server = await loop.create_server(lambda: Echo(log), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            answers = await asyncio.gather(*(_ask(port, b"c%d" % i) for i in range(40)))
+        return answers, [n for n, _ in log], [p for _, p in log]
+
+    answers, nodelay, peers = _run(loop, main())
+    assert answers == [b"C%d" % i for i in range(40)]
+    assert len(nodelay) == 40 and all(nodelay)
+    assert all(p[0] == "127.0.0.1" for p in peers)
+
+
+def test_each_connection_is_set_up_in_a_context_of_its_own(loop):
+    var = contextvars.ContextVar("var", default="outer")
+    seen = []
+
+    class Ctx(Echo):
+        def __init__(self, n):
+            super().__init__()
+            self.n = n
+
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            seen.append(("made", self.n, var.get()))
+
+        def data_received(self, data):
+            seen.append(("data", self.n, var.get()))
+            super().data_received(data)
+
+    counter = iter(range(100))
+
+    def factory():
+        n = next(counter)
+        assert var.get() == "outer"  # nothing leaks from one connection to the next
+        var.set("conn%d" % n)
+        return Ctx(n)
+
+    async def main():
+        var.set("outer")
+        server = await loop.create_server(factory, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            for i in range(3):
+                await _ask(port)
+        return var.get()
+
+    assert _run(loop, main()) == "outer"
+    for what, n, value in seen:
+        assert value == "conn%d" % n, (what, n, value)
+    assert {w for w, _, _ in seen} == {"made", "data"}
+
+
+@pytest.mark.parametrize("debug", [False, True], ids=["nodebug", "debug"])
+def test_a_failing_protocol_factory_is_reported_in_debug_mode_only(loop, debug):
+    contexts = []
+    # Only what the test checks: the exception's traceback would keep the dropped socket alive.
+    loop.set_exception_handler(lambda lp, ctx: contexts.append(
+        dict(ctx, exception=type(ctx.get("exception")))))
+    loop.set_debug(debug)
+    loop.slow_callback_duration = 10.0
+    calls = []
+
+    def factory():
+        calls.append(1)
+        if len(calls) == 1:
+            raise ZeroDivisionError("no protocol")
+        return Echo()
+
+    async def main():
+        server = await loop.create_server(factory, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            # The first connection gets no protocol: it is never served (its socket is
+            # dropped, as in the stdlib); the server goes on serving the next one.
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            while not calls:
+                await asyncio.sleep(0.005)
+            w.close()
+            try:
+                await w.wait_closed()
+            except ConnectionError:
+                pass
+            return await _ask(port)
+
+    assert _run(loop, main()) == b"PING"
+    gc.collect()  # the socket the failed set-up dropped (its traceback is a cycle)
+    if not debug:
+        assert contexts == []
+    else:
+        assert len(contexts) == 1, contexts
+        ctx = contexts[0]
+        assert ctx["message"] == "Error on transport creation for incoming connection"
+        assert ctx["exception"] is ZeroDivisionError
+        assert "protocol" not in ctx and "transport" not in ctx
+
+
+class _Exhausted(socket.socket):
+    """A listening socket whose accept() fails while ``exhausted`` holds an exception."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.exhausted = None
+        self.accept_calls = 0
+
+    def accept(self):
+        self.accept_calls += 1
+        if self.exhausted is not None:
+            raise self.exhausted
+        return super().accept()
+
+
+def test_a_shortage_of_descriptors_is_reported_once_per_episode_ferroloop(monkeypatch):
+    import ferroloop
+
+    monkeypatch.setattr(constants, "ACCEPT_RETRY_DELAY", 0.05)
+    loop = ferroloop.new_event_loop()
+    contexts = []
+    loop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+
+    async def episode(sock, port):
+        sock.exhausted = OSError(errno.EMFILE, "Too many open files")
+        asking = asyncio.ensure_future(_ask(port))
+        while not contexts or len(contexts) < episode.reports + 1:
+            await asyncio.sleep(0.005)
+        calls = sock.accept_calls
+        await asyncio.sleep(0.4)  # about 8 retries, all failing
+        retries = sock.accept_calls - calls
+        sock.exhausted = None
+        answer = await asyncio.wait_for(asking, TIMEOUT)
+        episode.reports = len(contexts)
+        return retries, answer
+
+    episode.reports = 0
+
+    async def main():
+        sock = _Exhausted(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        server = await loop.create_server(Echo, sock=sock, backlog=50)
+        port = sock.getsockname()[1]
+        async with server:
+            first = await episode(sock, port)
+            after_first = len(contexts)
+            second = await episode(sock, port)
+        await asyncio.sleep(0.1)  # a retry pending at close finds the socket closed: silent
+        return first, after_first, second
+
+    try:
+        (retries1, answer1), after_first, (retries2, answer2) = _run(loop, main())
+    finally:
+        loop.close()
+    assert answer1 == answer2 == b"PING"
+    # The retries ran (one accept each, not `backlog`), and failed, silently.
+    assert 3 <= retries1 <= 12 and 3 <= retries2 <= 12, (retries1, retries2)
+    assert after_first == 1
+    assert len(contexts) == 2, [c["message"] for c in contexts]
+    for ctx in contexts:
+        assert ctx["message"] == "socket.accept() out of system resource"
+        assert ctx["exception"].errno == errno.EMFILE
+        assert isinstance(ctx["socket"], trsock.TransportSocket)
+
+
+def test_connections_are_set_up_without_a_task_each_ferroloop():
+    import ferroloop
+
+    loop = ferroloop.new_event_loop()
+    tasks_seen = []
+
+    class Probe(Echo):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            tasks_seen.append(len(asyncio.all_tasks()))
+
+    async def main():
+        server = await loop.create_server(Probe, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            # Raw clients: no task on the client side either.
+            socks = []
+            for _ in range(5):
+                s = socket.create_connection(("127.0.0.1", port))
+                socks.append(s)
+            while len(tasks_seen) < 5:
+                await asyncio.sleep(0.005)
+            for s in socks:
+                s.close()
+        return tasks_seen
+
+    try:
+        seen = _run(loop, main())
+    finally:
+        loop.close()
+    # Only main() (and wait_for's) task: none per accepted connection.
+    assert max(seen) <= 2, seen
