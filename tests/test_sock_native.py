@@ -445,3 +445,23 @@ def test_recv_closed_socket_is_ebadf(loop):
             loop.run_until_complete(loop.sock_recv(a, 10))
         assert info.value.errno == errno.EBADF
         assert str(info.value) == "[Errno 9] Bad file descriptor"
+
+
+def test_never_awaited_warns(loop):
+    import gc
+    import warnings
+
+    a, b = pair()
+    with a, b:
+        with pytest.warns(RuntimeWarning, match=r"coroutine '.*sock_recv' was never awaited"):
+            op = loop.sock_recv(a, 1)
+            del op
+            gc.collect()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            op = loop.sock_sendall(a, b"x")
+            op.close()
+            del op
+            b.send(b"y")
+            assert loop.run_until_complete(loop.sock_recv(a, 1)) == b"y"
+            gc.collect()
