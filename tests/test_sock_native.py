@@ -465,3 +465,34 @@ def test_never_awaited_warns(loop):
             b.send(b"y")
             assert loop.run_until_complete(loop.sock_recv(a, 1)) == b"y"
             gc.collect()
+
+
+def test_cancelled_sendall_leaves_no_writer(loop):
+    a, b = pair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+
+    async def main():
+        task = loop.create_task(loop.sock_sendall(a, b"z" * (4 * 1024 * 1024)))
+        await asyncio.sleep(0.01)
+        key = registered(loop, a)
+        assert key is not None and key.events & 2  # EVENT_WRITE: waiting for room
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0)
+        assert registered(loop, a) is None
+        got = 0
+        while True:
+            try:
+                chunk = b.recv(1 << 20)
+            except BlockingIOError:
+                break
+            assert set(chunk) == {ord("z")}
+            got += len(chunk)
+        await asyncio.sleep(0.01)
+        with pytest.raises(BlockingIOError):
+            b.recv(1)  # nothing more is sent after the cancellation
+        return got
+
+    with a, b:
+        assert 0 < run(loop, main()) < 4 * 1024 * 1024
