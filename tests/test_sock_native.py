@@ -445,3 +445,54 @@ def test_recv_closed_socket_is_ebadf(loop):
             loop.run_until_complete(loop.sock_recv(a, 10))
         assert info.value.errno == errno.EBADF
         assert str(info.value) == "[Errno 9] Bad file descriptor"
+
+
+def test_never_awaited_warns(loop):
+    import gc
+    import warnings
+
+    a, b = pair()
+    with a, b:
+        with pytest.warns(RuntimeWarning, match=r"coroutine '.*sock_recv' was never awaited"):
+            op = loop.sock_recv(a, 1)
+            del op
+            gc.collect()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            op = loop.sock_sendall(a, b"x")
+            op.close()
+            del op
+            b.send(b"y")
+            assert loop.run_until_complete(loop.sock_recv(a, 1)) == b"y"
+            gc.collect()
+
+
+def test_cancelled_sendall_leaves_no_writer(loop):
+    a, b = pair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+
+    async def main():
+        task = loop.create_task(loop.sock_sendall(a, b"z" * (4 * 1024 * 1024)))
+        await asyncio.sleep(0.01)
+        key = registered(loop, a)
+        assert key is not None and key.events & 2  # EVENT_WRITE: waiting for room
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0)
+        assert registered(loop, a) is None
+        got = 0
+        while True:
+            try:
+                chunk = b.recv(1 << 20)
+            except BlockingIOError:
+                break
+            assert set(chunk) == {ord("z")}
+            got += len(chunk)
+        await asyncio.sleep(0.01)
+        with pytest.raises(BlockingIOError):
+            b.recv(1)  # nothing more is sent after the cancellation
+        return got
+
+    with a, b:
+        assert 0 < run(loop, main()) < 4 * 1024 * 1024

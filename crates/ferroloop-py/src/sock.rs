@@ -31,7 +31,7 @@ use crate::handle::Handle;
 use crate::loop_core::LoopCore;
 use pyo3::exceptions::{
     PyBlockingIOError, PyInterruptedError, PyKeyboardInterrupt, PyOSError, PyRuntimeError,
-    PyStopIteration, PySystemExit, PyTypeError, PyValueError,
+    PyRuntimeWarning, PyStopIteration, PySystemExit, PyTypeError, PyValueError,
 };
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -785,6 +785,39 @@ mod libc_af {
     pub const INET6: i64 = 10;
     pub const SOL_SOCKET: i64 = 1;
     pub const SO_ERROR: i64 = 4;
+}
+
+impl Drop for SockOp {
+    /// Never started (neither awaited, closed nor thrown into): `RuntimeWarning: coroutine
+    /// '...' was never awaited`, as CPython warns for a coroutine (without its origin, which
+    /// debug mode tracks for real coroutines only).
+    fn drop(&mut self) {
+        let kind = self.kind;
+        Python::attach(|py| {
+            let never_started = self
+                .st
+                .borrow_for_traverse(py)
+                .is_some_and(|st| st.stage == Stage::Init);
+            if !never_started {
+                return;
+            }
+            // The exception being raised, if any, is kept (a dealloc may run inside a raise).
+            let saved = PyErr::take(py);
+            let msg = format!(
+                "coroutine 'BaseSelectorEventLoop.{}' was never awaited",
+                kind.name()
+            );
+            if let Ok(msg) = std::ffi::CString::new(msg) {
+                let category = py.get_type::<PyRuntimeWarning>();
+                if let Err(e) = PyErr::warn(py, &category, &msg, 1) {
+                    e.write_unraisable(py, None);
+                }
+            }
+            if let Some(e) = saved {
+                e.restore(py);
+            }
+        });
+    }
 }
 
 #[pymethods]
