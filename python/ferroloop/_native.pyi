@@ -13,7 +13,7 @@ from typing import Any, TypeVar, final
 
 from typing_extensions import Self, TypeVarTuple, Unpack, disjoint_base
 
-__all__ = ["LoopCore", "Handle", "TimerHandle", "TransportCore", "WriteBuffer"]
+__all__ = ["LoopCore", "Handle", "TimerHandle", "TransportCore", "WriteBuffer", "DatagramCore"]
 
 _T = TypeVar("_T")
 _Ts = TypeVarTuple("_Ts")
@@ -165,3 +165,20 @@ class TransportCore:
     def writelines(self, list_of_data: Any) -> None: ...
     def get_write_buffer_size(self) -> int: ...
     def is_closing(self) -> bool: ...
+
+@final
+class DatagramCore:
+    """The per-datagram work of a datagram transport (see _udp.py): ``_read_ready`` and
+    ``sendto``, falling back to the stdlib's functions passed in for anything but the common
+    case."""
+
+    def __new__(
+        cls,
+        transport: Any,
+        inet: bool,
+        stdlib_sendto: Callable[..., object],
+        stdlib_read_ready: Callable[[Any], object],
+    ) -> Self: ...
+    def _set_connected(self, connected: bool) -> None: ...
+    def _read_ready(self) -> None: ...
+    def sendto(self, data: bytes | bytearray | memoryview, addr: Any = None) -> None: ...

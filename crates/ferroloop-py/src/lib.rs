@@ -30,5 +30,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<handle::TimerHandle>()?;
     m.add_class::<transport::TransportCore>()?;
     m.add_class::<transport::WriteBuffer>()?;
+    m.add_class::<transport::DatagramCore>()?;
     Ok(())
 }
