@@ -411,3 +411,56 @@ def test_ferroloop_native_methods_in_instance(loop_name, loop):
         await p.closed
 
     loop.run_until_complete(main())
+
+
+def test_closed_transport_is_collected(loop):
+    import gc
+    import weakref
+
+    async def main():
+        t, p = await loop.create_datagram_endpoint(Recorder, local_addr=("127.0.0.1", 0))
+        t.sendto(b"self", t.get_extra_info("sockname"))
+        await asyncio.sleep(0.05)
+        assert [d for d, _ in p.got] == [b"self"]
+        t.close()
+        await p.closed
+        return weakref.ref(t), weakref.ref(p)
+
+    refs = loop.run_until_complete(main())
+    for _ in range(3):
+        gc.collect()
+    assert [r() for r in refs] == [None, None]
+
+
+def test_protocol_closing_the_socket_itself_stops_the_batch(loop):
+    """A protocol that closes the transport's socket behind its back (and opens another file,
+    which may get the same fd number) gets no datagram read from that other file."""
+
+    async def main():
+        errors = []
+        loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+        opened = []
+
+        class Rude(Recorder):
+            def datagram_received(self, data, addr):
+                super().datagram_received(data, addr)
+                if len(self.got) == 1:
+                    self.transport._sock.close()
+                    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+                    a.setblocking(False)  # a wrong read fails the test instead of hanging
+                    b.send(b"other file")
+                    opened.extend((a, b))
+
+        t, p = await loop.create_datagram_endpoint(Rude, local_addr=("127.0.0.1", 0))
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for i in range(3):
+            tx.sendto(b"%d" % i, t.get_extra_info("sockname"))
+        tx.close()
+        await asyncio.sleep(0.05)
+        assert all(d != b"other file" for d, _ in p.got)
+        t.abort()
+        await p.closed
+        for s in opened:
+            s.close()
+
+    loop.run_until_complete(main())

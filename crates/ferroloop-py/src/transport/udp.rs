@@ -198,8 +198,15 @@ impl DatagramCore {
                 return Ok(Outcome::Done);
             }
         };
-        for i in 0..MAX_BATCH {
-            if i > 0 && !Self::still_reading(py, &d)? {
+        if !self.read_one(py, &d, fd)? {
+            return Ok(Outcome::Done);
+        }
+        for _ in 1..MAX_BATCH {
+            // The protocol ran: it may have closed the transport, or the socket itself (whose
+            // fd number could then name another file already).
+            if !Self::still_reading(py, &d)?
+                || !matches!(Self::live_fd(py, &d)?, Some(Ok(f)) if f == fd)
+            {
                 break;
             }
             if !self.read_one(py, &d, fd)? {
