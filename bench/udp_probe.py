@@ -3,6 +3,7 @@
     python bench/udp_probe.py                          # 3 interleaved rounds, every loop installed
     python bench/udp_probe.py --rounds 5 --count 100000 --window 16 --size 1024
     python bench/udp_probe.py --loops uvloop,ferroloop
+    python bench/udp_probe.py --loops uvloop,ferroloop,ferroloop-pytransports   # before/after
 
 Each measurement is two fresh processes: the server (this file with ``--serve LOOP``, pinned to
 CPU 0) runs ``loop.create_datagram_endpoint`` with a protocol whose ``datagram_received`` is
@@ -33,6 +34,9 @@ import sys
 import time
 
 ALL_LOOPS = ["asyncio", "uvloop", "ferroloop", "rloop"]
+# Not in the default list: ferroloop with the stdlib's datagram transport (FERROLOOP_PY_TRANSPORTS=1
+# in the server's environment), i.e. ferroloop before its native one.
+PY_TRANSPORTS = "ferroloop-pytransports"
 
 
 def _factory(name):
@@ -44,7 +48,7 @@ def _factory(name):
         import uvloop
 
         return uvloop.new_event_loop
-    if name == "ferroloop":
+    if name in ("ferroloop", PY_TRANSPORTS):
         import ferroloop
 
         return ferroloop.new_event_loop
@@ -141,9 +145,13 @@ def client(port, count, window, size):
 
 
 def measure(loop_name, count, window, size):
+    env = dict(os.environ)
+    env.pop("FERROLOOP_PY_TRANSPORTS", None)
+    if loop_name == PY_TRANSPORTS:
+        env["FERROLOOP_PY_TRANSPORTS"] = "1"
     srv = subprocess.Popen(
         [sys.executable, __file__, "--serve", loop_name, "--count", str(count)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
     )
     try:
         port = int(srv.stdout.readline())
@@ -190,7 +198,7 @@ def main():
         for name in order:
             m = measure(name, args.count, args.window, args.size)
             results[name].append(m)
-            print(f"  round {r + 1} {name:10s} {m['rate']:10.0f} dgram/s "
+            print(f"  round {r + 1} {name:22s} {m['rate']:10.0f} dgram/s "
                   f"{m['cpu_us']:6.2f} us CPU/dgram (system {m['sys_us']:5.2f})  "
                   f"client CPU {m['client_load']:4.0%}  lost {m['lost']}", file=sys.stderr)
     med = {
@@ -198,11 +206,11 @@ def main():
         for name, ms in results.items()
     }
     ref = med.get("uvloop")
-    print(f"{'loop':10s} {'dgram/s':>10s} {'server CPU us/dgram':>20s} {'rate vs uvloop':>15s}")
+    print(f"{'loop':22s} {'dgram/s':>10s} {'server CPU us/dgram':>20s} {'rate vs uvloop':>15s}")
     for name in loops:
         rate, cpu = med[name]
         ratio = f"{rate / ref[0]:.2f}x" if ref else "-"
-        print(f"{name:10s} {rate:10.0f} {cpu:20.2f} {ratio:>15s}")
+        print(f"{name:22s} {rate:10.0f} {cpu:20.2f} {ratio:>15s}")
 
 
 if __name__ == "__main__":
