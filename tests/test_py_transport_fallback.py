@@ -16,7 +16,8 @@ from conftest import child_env
 
 TESTS = Path(__file__).resolve().parent
 # The modules whose tests exercise the stream transport (each also runs on the stock loop here).
-MODULES = ["test_transport.py", "test_private_attributes.py", "test_net_smoke.py", "test_net_accept.py"]
+MODULES = ["test_transport.py", "test_private_attributes.py", "test_net_smoke.py", "test_net_accept.py",
+           "test_udp_native.py"]
 
 PROBE = """
 import asyncio

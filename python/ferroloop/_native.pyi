@@ -14,7 +14,9 @@ from typing import Any, TypeVar, final
 
 from typing_extensions import Self, TypeVarTuple, Unpack, disjoint_base
 
-__all__ = ["LoopCore", "Handle", "SockOp", "TimerHandle", "TransportCore", "WriteBuffer"]
+__all__ = [
+    "LoopCore", "Handle", "SockOp", "TimerHandle", "TransportCore", "WriteBuffer", "DatagramCore"
+]
 
 _T = TypeVar("_T")
 _R = TypeVar("_R", covariant=True)
@@ -201,3 +203,20 @@ class TransportCore:
     def is_reading(self) -> bool: ...
     def pause_reading(self) -> None: ...
     def resume_reading(self) -> None: ...
+
+@final
+class DatagramCore:
+    """The per-datagram work of a datagram transport (see _udp.py): ``_read_ready`` and
+    ``sendto``, falling back to the stdlib's functions passed in for anything but the common
+    case."""
+
+    def __new__(
+        cls,
+        transport: Any,
+        inet: bool,
+        stdlib_sendto: Callable[..., object],
+        stdlib_read_ready: Callable[[Any], object],
+    ) -> Self: ...
+    def _set_connected(self, connected: bool) -> None: ...
+    def _read_ready(self) -> None: ...
+    def sendto(self, data: bytes | bytearray | memoryview, addr: Any = None) -> None: ...

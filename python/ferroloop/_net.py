@@ -72,7 +72,7 @@ import os
 import selectors
 from asyncio import base_events, selector_events, unix_events
 
-from . import _transport
+from . import _transport, _udp
 from ._accept import AcceptMixin
 from ._borrowing import borrow, borrow_into
 
@@ -129,8 +129,8 @@ borrow_into(
     _SelectorNetworking,
     selector_events.BaseSelectorEventLoop,
     [
-        # transport factories (stream transports and TLS are set below: ferroloop's own class)
-        "_make_datagram_transport",
+        # transport factories (stream, TLS and datagram transports are set below: ferroloop's own
+        # classes)
         "_ensure_fd_no_transport",
         # servers (_start_serving and _accept_connection: _accept.py; this one is for TLS)
         "_accept_connection2",
@@ -228,6 +228,18 @@ _SelectorNetworking._make_ssl_transport = borrow(
     selector_events.BaseSelectorEventLoop,
     "_make_ssl_transport",
     globals={"_SelectorSocketTransport": _SOCKET_TRANSPORT},
+)
+
+# The datagram transport: native (_udp.py) unless FERROLOOP_PY_TRANSPORTS=1; the stdlib's
+# _make_datagram_transport, seeing it under the name it builds.
+_SelectorNetworking._make_datagram_transport = borrow(
+    selector_events.BaseSelectorEventLoop,
+    "_make_datagram_transport",
+    globals={
+        "_SelectorDatagramTransport": selector_events._SelectorDatagramTransport
+        if os.environ.get("FERROLOOP_PY_TRANSPORTS") == "1"
+        else _udp._SelectorDatagramTransport
+    },
 )
 
 

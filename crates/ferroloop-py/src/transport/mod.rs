@@ -31,9 +31,11 @@ mod names;
 mod read;
 mod state;
 mod sys;
+mod udp;
 mod write;
 
 pub use buffer::WriteBuffer;
+pub use udp::DatagramCore;
 
 use crate::gil::GilCell;
 use crate::loop_core::LoopCore;
