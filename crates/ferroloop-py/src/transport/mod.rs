@@ -17,9 +17,9 @@
 //!   `pause_writing`/`resume_writing` at the high and low water marks. `buffer.rs`: the buffer.
 //! * `names.rs`: every Python name called from here. `sys.rs`: fds, buffers, errno.
 //!
-//! The Python class publishes the core's bound methods in each instance's `__dict__`, so that
-//! `transport.write(data)` is one vectorcall into Rust (and a test can still monkeypatch
-//! `transport.write`).
+//! The Python class publishes the core's bound methods in each instance's `__dict__` (`write`
+//! in the constructor, the others on first lookup), so that `transport.write(data)` is one
+//! vectorcall into Rust (and a test can still monkeypatch `transport.write`).
 //!
 //! Error paths follow `selector_events._SelectorSocketTransport` line by line: `BlockingIOError`
 //! and `InterruptedError` are retried on the next readiness, any other exception goes to the
