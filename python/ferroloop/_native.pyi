@@ -14,7 +14,15 @@ from typing import Any, TypeVar, final
 
 from typing_extensions import Self, TypeVarTuple, Unpack, disjoint_base
 
-__all__ = ["LoopCore", "Handle", "SockOp", "TimerHandle", "TransportCore", "WriteBuffer"]
+__all__ = [
+    "LoopCore",
+    "Handle",
+    "SockOp",
+    "TimerHandle",
+    "TransportCore",
+    "WriteBuffer",
+    "accept_nonblocking",
+]
 
 _T = TypeVar("_T")
 _R = TypeVar("_R", covariant=True)
@@ -201,3 +209,10 @@ class TransportCore:
     def is_reading(self) -> bool: ...
     def pause_reading(self) -> None: ...
     def resume_reading(self) -> None: ...
+
+def accept_nonblocking(
+    sock: socket.socket, family: int, type_: int, proto: int
+) -> tuple[socket.socket, Any] | None:
+    """``conn, addr = sock.accept(); conn.setblocking(False)`` on a listening ``AF_INET`` or
+    ``AF_INET6`` socket, with ``accept4(SOCK_NONBLOCK | SOCK_CLOEXEC)``; ``None`` when no
+    connection is waiting (transport/accept.rs)."""

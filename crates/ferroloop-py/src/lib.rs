@@ -39,5 +39,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<sock::SockOp>()?;
     m.add_class::<transport::TransportCore>()?;
     m.add_class::<transport::WriteBuffer>()?;
+    m.add_function(wrap_pyfunction!(transport::accept_nonblocking, m)?)?;
     Ok(())
 }

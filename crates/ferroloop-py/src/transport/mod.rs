@@ -15,6 +15,8 @@
 //! * `write.rs`: `write` / `writelines` try the socket at once and buffer only what it did not
 //!   take; the writer callback `_write_ready` sends the buffer with one `sendmsg`;
 //!   `pause_writing`/`resume_writing` at the high and low water marks. `buffer.rs`: the buffer.
+//! * `accept.rs`: `accept_nonblocking`, one `accept` on a listening TCP socket for
+//!   `_accept.py`'s loop, the new socket non-blocking from the start.
 //! * `names.rs`: every Python name called from here. `sys.rs`: fds, buffers, errno.
 //!
 //! The Python class publishes the core's bound methods in each instance's `__dict__` (`write`
@@ -26,6 +28,7 @@
 //! transport's `_fatal_error(exc, message)` with the stdlib's message, and `SystemExit` /
 //! `KeyboardInterrupt` propagate out of the callback.
 
+mod accept;
 mod buffer;
 mod names;
 mod read;
@@ -33,6 +36,7 @@ mod state;
 mod sys;
 mod write;
 
+pub use accept::accept_nonblocking;
 pub use buffer::WriteBuffer;
 
 use crate::gil::GilCell;
