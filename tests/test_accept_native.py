@@ -332,3 +332,70 @@ def test_churned_connections_leave_no_descriptor_behind(loop):
 
     before, after = _run(loop, main())
     assert after == before
+
+
+def test_native_accept_answers_as_accept_and_setblocking_ferroloop():
+    """`_native.accept_nonblocking`, which ferroloop's accept loop uses for a plain TCP
+    listener: None on an empty queue (no exception), the pending connection as `sock.accept()`
+    then `setblocking(False)` leave it, and `sock.accept()`'s error on a closed socket."""
+    import fcntl
+    import os
+
+    from ferroloop import _native
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(5)
+    listener.setblocking(False)
+    args = (int(listener.family), int(listener.type), listener.proto)
+    try:
+        assert _native.accept_nonblocking(listener, *args) is None
+        client = socket.create_connection(listener.getsockname())
+        with client:
+            conn, addr = _native.accept_nonblocking(listener, *args)
+            with conn:
+                assert type(conn) is socket.socket
+                assert (conn.family, conn.type, conn.proto) == (
+                    socket.AF_INET, socket.SOCK_STREAM, listener.proto)
+                assert conn.gettimeout() == 0.0
+                assert fcntl.fcntl(conn.fileno(), fcntl.F_GETFL) & os.O_NONBLOCK
+                assert not os.get_inheritable(conn.fileno())
+                assert addr == client.getsockname() == conn.getpeername()
+            assert _native.accept_nonblocking(listener, *args) is None
+    finally:
+        listener.close()
+    with pytest.raises(OSError) as native_err:
+        _native.accept_nonblocking(listener, *args)
+    with pytest.raises(OSError) as stdlib_err:
+        listener.accept()
+    assert type(native_err.value) is type(stdlib_err.value)
+    assert native_err.value.errno == stdlib_err.value.errno == errno.EBADF
+
+
+def test_the_accept_loop_uses_the_native_accept_for_tcp_ferroloop(monkeypatch):
+    import ferroloop
+    from ferroloop import _accept
+
+    calls = []
+    real = _accept._accept_nonblocking
+
+    def counting(*args):
+        result = real(*args)
+        calls.append(result is not None)
+        return result
+
+    monkeypatch.setattr(_accept, "_accept_nonblocking", counting)
+    loop = ferroloop.new_event_loop()
+
+    async def main():
+        server = await loop.create_server(Echo, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            return await asyncio.gather(*(_ask(port, b"n%d" % i) for i in range(5)))
+
+    try:
+        answers = _run(loop, main())
+    finally:
+        loop.close()
+    assert answers == [b"N%d" % i for i in range(5)]
+    assert calls.count(True) == 5 and False in calls  # each accepted; an empty queue seen
