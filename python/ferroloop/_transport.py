@@ -151,7 +151,7 @@ class _TransportLayer(transports._FlowControlMixin, transports.Transport):
                 extra["peername"] = sock.getpeername()
             except OSError:
                 extra["peername"] = None
-        core._set_protocol(protocol, isinstance(protocol, protocols.BufferedProtocol))
+        self.set_protocol(protocol)
         if server is not None:
             self._server = server
             if _SERVER_TRACKS_CLIENTS:
@@ -244,8 +244,10 @@ class _SelectorSocketTransport(_TransportLayer):
         # False/None in the core).
         _set_nodelay(sock)
         core = self._core
-        loop.call_soon(protocol.connection_made, self)
-        # only start reading when connection_made() has been called
+        loop.call_soon(self._protocol.connection_made, self)
+        # only start reading when connection_made() has been called (the core's own
+        # `_add_reader` and `_read_ready`: what `self._add_reader`/`self._read_ready` find, without
+        # publishing them in `__dict__`)
         loop.call_soon(core._add_reader, sock.fileno(), core._read_ready)
         if waiter is not None:
             # only wake up the waiter when connection_made() has been called
