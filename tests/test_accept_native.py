@@ -248,3 +248,154 @@ def test_connections_are_set_up_without_a_task_each_ferroloop():
         loop.close()
     # Only main() (and wait_for's) task: none per accepted connection.
     assert max(seen) <= 2, seen
+
+
+def _ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"], ids=["ipv4", "ipv6"])
+def test_accepted_socket_is_what_accept_and_setblocking_make(loop, host):
+    """The accepted socket (ferroloop: accept4 in Rust for a plain TCP listener) has the
+    listening socket's family, type and proto, a zero timeout, a non-blocking close-on-exec fd,
+    and the peer's address as `socket.accept` reports it."""
+    import fcntl
+    import os
+
+    if host == "::1" and not _ipv6_loopback():
+        pytest.skip("no IPv6 loopback")
+    seen = []
+
+    class Probe(Echo):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            sock = transport.get_extra_info("socket")
+            fd = sock.fileno()
+            seen.append(
+                (
+                    sock.family,
+                    sock.type,
+                    sock.proto,
+                    sock.gettimeout(),
+                    bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK),
+                    bool(fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC),
+                    os.get_inheritable(fd),
+                    transport.get_extra_info("peername"),
+                    transport.get_extra_info("sockname") == sock.getsockname(),
+                    type(sock._sock) if hasattr(sock, "_sock") else None,
+                )
+            )
+
+    async def main():
+        server = await loop.create_server(Probe, host, 0)
+        listening = server.sockets[0]
+        port = listening.getsockname()[1]
+        async with server:
+            client = socket.create_connection((host, port))
+            with client:
+                while not seen:
+                    await asyncio.sleep(0.005)
+                return client.getsockname(), listening.proto
+
+    client_name, proto = _run(loop, main())
+    family = socket.AF_INET if host == "127.0.0.1" else socket.AF_INET6
+    assert seen == [
+        (family, socket.SOCK_STREAM, proto, 0.0, True, True, False, client_name, True,
+         socket.socket)
+    ]
+    assert type(seen[0][7]) is tuple and type(seen[0][7][0]) is str
+
+
+def test_churned_connections_leave_no_descriptor_behind(loop):
+    import os
+
+    async def main():
+        server = await loop.create_server(Echo, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            await _ask(port)  # warm up (lazily opened descriptors)
+            await asyncio.sleep(0.05)
+            gc.collect()
+            before = len(os.listdir("/proc/self/fd"))
+            for _ in range(10):
+                answers = await asyncio.gather(*(_ask(port, b"x%d" % i) for i in range(20)))
+                assert answers == [b"X%d" % i for i in range(20)]
+            for _ in range(20):
+                await asyncio.sleep(0.005)
+            gc.collect()
+            return before, len(os.listdir("/proc/self/fd"))
+
+    before, after = _run(loop, main())
+    assert after == before
+
+
+def test_native_accept_answers_as_accept_and_setblocking_ferroloop():
+    """`_native.accept_nonblocking`, which ferroloop's accept loop uses for a plain TCP
+    listener: None on an empty queue (no exception), the pending connection as `sock.accept()`
+    then `setblocking(False)` leave it, and `sock.accept()`'s error on a closed socket."""
+    import fcntl
+    import os
+
+    from ferroloop import _native
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(5)
+    listener.setblocking(False)
+    args = (int(listener.family), int(listener.type), listener.proto)
+    try:
+        assert _native.accept_nonblocking(listener, *args) is None
+        client = socket.create_connection(listener.getsockname())
+        with client:
+            conn, addr = _native.accept_nonblocking(listener, *args)
+            with conn:
+                assert type(conn) is socket.socket
+                assert (conn.family, conn.type, conn.proto) == (
+                    socket.AF_INET, socket.SOCK_STREAM, listener.proto)
+                assert conn.gettimeout() == 0.0
+                assert fcntl.fcntl(conn.fileno(), fcntl.F_GETFL) & os.O_NONBLOCK
+                assert not os.get_inheritable(conn.fileno())
+                assert addr == client.getsockname() == conn.getpeername()
+            assert _native.accept_nonblocking(listener, *args) is None
+    finally:
+        listener.close()
+    with pytest.raises(OSError) as native_err:
+        _native.accept_nonblocking(listener, *args)
+    with pytest.raises(OSError) as stdlib_err:
+        listener.accept()
+    assert type(native_err.value) is type(stdlib_err.value)
+    assert native_err.value.errno == stdlib_err.value.errno == errno.EBADF
+
+
+def test_the_accept_loop_uses_the_native_accept_for_tcp_ferroloop(monkeypatch):
+    import ferroloop
+    from ferroloop import _accept
+
+    calls = []
+    real = _accept._accept_nonblocking
+
+    def counting(*args):
+        result = real(*args)
+        calls.append(result is not None)
+        return result
+
+    monkeypatch.setattr(_accept, "_accept_nonblocking", counting)
+    loop = ferroloop.new_event_loop()
+
+    async def main():
+        server = await loop.create_server(Echo, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            return await asyncio.gather(*(_ask(port, b"n%d" % i) for i in range(5)))
+
+    try:
+        answers = _run(loop, main())
+    finally:
+        loop.close()
+    assert answers == [b"N%d" % i for i in range(5)]
+    assert calls.count(True) == 5 and False in calls  # each accepted; an empty queue seen

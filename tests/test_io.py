@@ -140,6 +140,26 @@ def test_socket_object_accepted(loop, socks):
     assert got == [b"sock"]
 
 
+def test_private_remove_by_number_after_registration_by_object(loop, socks):
+    """The private `_remove_reader`/`_remove_writer` (what a transport's close() calls, with its
+    fd number) answer whether the fd was watched, whether it was registered by number or by
+    object; an object registered then removed by number is forgotten (it can be registered
+    again and removed by object)."""
+    a, b = socks
+    fd = a.fileno()
+    seen = []
+    loop._add_reader(fd, lambda: None)
+    loop._add_writer(fd, lambda: None)
+    seen.append((loop._remove_reader(fd), loop._remove_writer(fd)))
+    seen.append((loop._remove_reader(fd), loop._remove_writer(fd)))
+    loop.add_reader(a, lambda: None)
+    loop.add_writer(a, lambda: None)
+    seen.append((loop._remove_reader(fd), loop._remove_writer(fd)))
+    loop.add_reader(a, lambda: None)
+    seen.append((loop.remove_reader(a), loop.remove_reader(a), loop._remove_writer(fd)))
+    assert seen == [(True, True), (False, False), (True, True), (True, False, False)]
+
+
 def test_reader_and_writer_on_same_fd(loop, socks):
     a, b = socks
     reads, writes = [], []

@@ -456,3 +456,85 @@ def test_tls_runs_over_the_same_transport_class(loop):
     raw_type, plain_type, data = _run(loop, main())
     assert raw_type is plain_type
     assert data == b"OVER TLS"
+
+
+def test_state_after_construction_is_the_stdlibs(loop):
+    """What the constructor sets up (ferroloop's skips the stdlib's mixin constructors and
+    publishes its methods lazily): extra info, water marks, flags, server, TCP_NODELAY."""
+
+    async def main():
+        server, st, sp, ct, cp = await _pair(Recorder(), Recorder())
+        lp = asyncio.get_running_loop()
+        seen = []
+        for t, srv in ((st, server), (ct, None)):
+            sock = t.get_extra_info("socket")
+            seen.append(
+                (
+                    sorted(t._extra),
+                    type(sock).__name__,
+                    t.get_extra_info("sockname") == sock.getsockname(),
+                    t.get_extra_info("peername") == sock.getpeername(),
+                    t.get_write_buffer_limits(),
+                    t._loop is lp,
+                    t._server is srv,
+                    (t._closing, t._conn_lost, t._paused, t._eof, t._protocol_paused),
+                    t._empty_waiter,
+                    t.is_reading(),
+                    t.is_closing(),
+                    t.get_write_buffer_size(),
+                    sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0,
+                    lp._transports[t._sock_fd] is t,
+                )
+            )
+        await _close_all(server, st, ct)
+        return seen
+
+    server_side, client_side = _run(loop, main())
+    expected = [
+        ["peername", "socket", "sockname"],
+        "TransportSocket",
+        True,
+        True,
+        (16 * 1024, 64 * 1024),
+        True,
+        True,
+        (False, 0, False, False, False),
+        None,
+        True,
+        False,
+        0,
+        True,
+        True,
+    ]
+    assert list(server_side) == expected
+    assert list(client_side) == expected
+
+
+def test_every_method_can_be_replaced_on_the_instance(loop):
+    """A replacement assigned on the instance is what calls find (the stdlib's resume_reading
+    re-registers `self._read_ready`); deleting it brings the class's method back, which the class
+    also answers as a plain function."""
+
+    async def main():
+        server, st, sp, ct, cp = await _pair(Recorder(), Recorder())
+        for _ in range(3):
+            await asyncio.sleep(0)  # the reader scheduled after connection_made is added
+        calls = []
+        real_read_ready = st._read_ready
+        st._read_ready = lambda: (calls.append("read"), real_read_ready())
+        st.pause_reading()
+        st.resume_reading()
+        st.is_closing = lambda: "replaced"
+        replaced = st.is_closing()
+        ct.write(b"data")
+        while len(sp.data) < 4:
+            await asyncio.sleep(0.001)
+        del st.is_closing
+        restored = (st.is_closing(), type(st).is_closing(st), type(st).is_reading(st))
+        await _close_all(server, st, ct)
+        return replaced, restored, calls
+
+    replaced, restored, calls = _run(loop, main())
+    assert replaced == "replaced"
+    assert restored == (False, False, True)
+    assert calls and set(calls) == {"read"}

@@ -7,9 +7,13 @@ readiness of the listening socket and, for each, creates a task running the coro
 That task, its coroutine and its future are most of the Python run per connection.
 
 ferroloop's ``_accept_connection`` is the same loop, but a connection without TLS is set up
-synchronously, right after its ``accept``: ``protocol_factory()`` and the transport, in a copy of
-the current context (what the task would have run in: callbacks the transport schedules see the
-same context). ``connection_made`` is still called by ``call_soon`` after the transport's
+synchronously, right after its ``accept``, and, on a plain TCP ``socket.socket``, the ``accept``
+is native (``_native.accept_nonblocking``, ``transport/accept.rs``): ``accept4`` with
+``SOCK_NONBLOCK | SOCK_CLOEXEC`` makes the ``socket.socket`` ``sock.accept()`` would, already
+non-blocking as ``conn.setblocking(False)`` leaves it, with the same address tuple, and an empty
+queue answers ``None`` instead of raising ``BlockingIOError``. Then: ``protocol_factory()`` and
+the transport, in a copy of the current context (what the task would have run in: callbacks the
+transport schedules see the same context). ``connection_made`` is still called by ``call_soon`` after the transport's
 constructor, then the reader is added, in the stdlib's order. What stays the stdlib's:
 
 * errors while setting a connection up are reported only in debug mode, with the stdlib's
@@ -33,14 +37,23 @@ Deliberate differences (``docs/semantics.md``):
   empty). The stdlib reports every retry, once a second, for as long as it lasts.
 """
 
+import _socket
 import contextvars
 import errno
+import socket
 from asyncio import constants, trsock
 from asyncio.log import logger
+
+from ._native import accept_nonblocking as _accept_nonblocking
 
 __all__ = ["AcceptMixin"]
 
 _RESOURCE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+_INET_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+# The listening socket's family and type as the C fields hold them (`sock.family` and
+# `sock.type` wrap them in enums).
+_sock_family = _socket.socket.family.__get__
+_sock_type = _socket.socket.type.__get__
 
 
 class AcceptMixin:
@@ -63,13 +76,26 @@ class AcceptMixin:
             _retrying=False):
         # Called once per turn in which the listening socket is readable; several connections
         # may be waiting, so up to `backlog` are accepted (https://bugs.python.org/issue27906).
+        # A plain TCP socket.socket: `_native.accept_nonblocking` (module docstring).
+        native = type(sock) is socket.socket and _sock_family(sock) in _INET_FAMILIES
+        if native:
+            family, type_, proto = _sock_family(sock), _sock_type(sock), sock.proto
         for _ in range(backlog):
             try:
-                conn, addr = sock.accept()
-                if self._debug:
-                    logger.debug("%r got a new connection from %r: %r",
-                                 server, addr, conn)
-                conn.setblocking(False)
+                if native:
+                    accepted = _accept_nonblocking(sock, family, type_, proto)
+                    if accepted is None:
+                        return None  # the accept queue is empty
+                    conn, addr = accepted
+                    if self._debug:
+                        logger.debug("%r got a new connection from %r: %r",
+                                     server, addr, conn)
+                else:
+                    conn, addr = sock.accept()
+                    if self._debug:
+                        logger.debug("%r got a new connection from %r: %r",
+                                     server, addr, conn)
+                    conn.setblocking(False)
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                 return None  # the accept queue is empty
             except OSError as exc:

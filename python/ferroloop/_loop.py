@@ -426,10 +426,16 @@ class Loop(_native.LoopCore, NetworkingMixin, asyncio.AbstractEventLoop):
     def _add_writer(self, fd, callback, *args):
         return self._native_add_writer(self._register_fileobj(fd), callback, *args)
 
+    # A transport's close() calls these two with its fd, an int never registered by object:
+    # then _remove_fd's checks have nothing to do.
     def _remove_reader(self, fd):
+        if type(fd) is int and fd >= 0 and fd not in self._fileobjs:
+            return self._native_remove_reader(fd)
         return self._remove_fd(fd, self._native_remove_reader)
 
     def _remove_writer(self, fd):
+        if type(fd) is int and fd >= 0 and fd not in self._fileobjs:
+            return self._native_remove_writer(fd)
         return self._remove_fd(fd, self._native_remove_writer)
 
     # A file object (a socket) registered by object, not by number, is remembered, so that it

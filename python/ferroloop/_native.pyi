@@ -15,7 +15,14 @@ from typing import Any, TypeVar, final
 from typing_extensions import Self, TypeVarTuple, Unpack, disjoint_base
 
 __all__ = [
-    "LoopCore", "Handle", "SockOp", "TimerHandle", "TransportCore", "WriteBuffer", "DatagramCore"
+    "LoopCore",
+    "Handle",
+    "SockOp",
+    "TimerHandle",
+    "TransportCore",
+    "WriteBuffer",
+    "DatagramCore",
+    "accept_nonblocking",
 ]
 
 _T = TypeVar("_T")
@@ -220,3 +227,10 @@ class DatagramCore:
     def _set_connected(self, connected: bool) -> None: ...
     def _read_ready(self) -> None: ...
     def sendto(self, data: bytes | bytearray | memoryview, addr: Any = None) -> None: ...
+
+def accept_nonblocking(
+    sock: socket.socket, family: int, type_: int, proto: int
+) -> tuple[socket.socket, Any] | None:
+    """``conn, addr = sock.accept(); conn.setblocking(False)`` on a listening ``AF_INET`` or
+    ``AF_INET6`` socket, with ``accept4(SOCK_NONBLOCK | SOCK_CLOEXEC)``; ``None`` when no
+    connection is waiting (transport/accept.rs)."""

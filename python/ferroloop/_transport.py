@@ -19,9 +19,11 @@ Where the work is done:
   ``connection_made``, as the stdlib does), and ``is_reading``/``pause_reading``/
   ``resume_reading`` (the stdlib's logic; pausing cancels the reader but leaves epoll's
   registration lingering, so a prompt resume makes no ``epoll_ctl`` call: ``transport/read.rs``
-  and ``ferroloop_core::fd_table``). Those bound methods are put in each instance's
-  ``__dict__``: ``transport.write(data)`` is then a single call into Rust, and code that replaces
-  ``transport.write`` on an instance (tests do) still can.
+  and ``ferroloop_core::fd_table``). The core's ``write`` (and, 3.12+, ``writelines``) is put in each
+  instance's ``__dict__`` by the constructor: ``transport.write(data)`` is then a single call
+  into Rust, and code that replaces ``transport.write`` on an instance (tests do) still can. The
+  other methods are published the same way on their first lookup (``_Published``), so a
+  connection pays only for what it uses.
 * **Everything else, the stdlib's own functions** (``_borrowing.borrow_into``, which fails
   ``import ferroloop`` when a name is missing; 3.12+'s ``_SelectorSocketTransport.close`` is
   declared as such in ``_borrowed.py``): ``selector_events._SelectorTransport``'s and
@@ -58,6 +60,8 @@ Deviations, each deliberate (``docs/semantics.md``):
 
 from asyncio import base_events, constants, futures, protocols, selector_events, transports
 from asyncio import trsock
+import _socket
+import socket
 
 from . import _compat, _native
 from ._borrowing import borrow_into
@@ -68,6 +72,48 @@ __all__ = ["_SelectorSocketTransport"]
 _SERVER_TRACKS_CLIENTS = _compat.SERVER_ATTACH_TAKES_TRANSPORT
 # 3.12+ defines its own writelines (one sendmsg over every piece).
 _NATIVE_WRITELINES = _compat.TRANSPORT_WRITELINES
+
+
+class _Published:
+    """A method of the transport class that is also one of the core's (`TransportCore`): looked
+    up on an instance, it puts the core's bound method in the instance's `__dict__` and returns
+    it, so that every later lookup is a dict hit and the call goes straight to Rust. A non-data
+    descriptor: an assignment on the instance (a test's replacement) takes precedence, and a
+    deletion brings this one back. Looked up on the class, it is the plain function."""
+
+    __slots__ = ("__func__", "__name__")
+
+    def __init__(self, func):
+        self.__func__ = func
+        self.__name__ = func.__name__
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return self.__func__
+        d = instance.__dict__
+        core = d.get("_core")
+        if core is None:  # the constructor failed before creating the core
+            return self.__func__.__get__(instance, owner)
+        method = d[self.__name__] = getattr(core, self.__name__)
+        return method
+
+
+_sock_family = _socket.socket.family.__get__
+_sock_type = _socket.socket.type.__get__
+_TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+
+
+def _set_nodelay(sock):
+    """``base_events._set_nodelay(sock)``: ``TCP_NODELAY`` on a TCP socket. For a plain
+    ``socket.socket``, its C fields are read as they are (``sock.family`` and ``sock.type`` wrap
+    them in enums, which costs more than the ``setsockopt``); the result is the same."""
+    if type(sock) is socket.socket:
+        if (_sock_family(sock) in _TCP_FAMILIES and _sock_type(sock) == socket.SOCK_STREAM
+                and sock.proto == socket.IPPROTO_TCP):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    else:
+        base_events._set_nodelay(sock)
+
 
 
 class _TransportLayer(transports._FlowControlMixin, transports.Transport):
@@ -82,46 +128,44 @@ class _TransportLayer(transports._FlowControlMixin, transports.Transport):
         core = _native.TransportCore(self, loop, sock)
         d = self.__dict__
         d["_core"] = core
-        # The hot paths, one call into Rust each (module docstring).
+        # `transport.write(data)`: one call into Rust (module docstring); the core's other
+        # methods are published on first use (`_Published`).
         d["write"] = core.write
         if _NATIVE_WRITELINES:
             d["writelines"] = core.writelines
-        d["_read_ready"] = core._read_ready
-        d["_write_ready"] = core._write_ready
-        d["_add_reader"] = core._add_reader
-        d["get_write_buffer_size"] = core.get_write_buffer_size
-        d["is_closing"] = core.is_closing
-        d["is_reading"] = core.is_reading
-        d["pause_reading"] = core.pause_reading
-        d["resume_reading"] = core.resume_reading
 
-        # selector_events._SelectorTransport.__init__, on the core's fields.
-        super().__init__(extra, loop)
-        self._extra["socket"] = trsock.TransportSocket(sock)
+        # selector_events._SelectorTransport.__init__, on the core's fields. Its
+        # `super().__init__(extra, loop)` (_FlowControlMixin's and BaseTransport's) sets `_extra`,
+        # `_loop`, `_protocol_paused = False` and the default water marks
+        # (`_set_write_buffer_limits()`: 64 KiB and 16 KiB): the core starts with the last three.
+        if extra is None:
+            extra = {}
+        self._extra = extra
+        extra["socket"] = trsock.TransportSocket(sock)
         try:
-            self._extra["sockname"] = sock.getsockname()
+            extra["sockname"] = sock.getsockname()
         except OSError:
-            self._extra["sockname"] = None
-        if "peername" not in self._extra:
+            extra["sockname"] = None
+        if "peername" not in extra:
             try:
-                self._extra["peername"] = sock.getpeername()
+                extra["peername"] = sock.getpeername()
             except OSError:
-                self._extra["peername"] = None
+                extra["peername"] = None
         self.set_protocol(protocol)
-        self._server = server
         if server is not None:
+            self._server = server
             if _SERVER_TRACKS_CLIENTS:
                 server._attach(self)
             else:
                 server._attach()
-        loop._transports[self._sock_fd] = self
+        loop._transports[sock.fileno()] = self
 
     def set_protocol(self, protocol):
         self._core._set_protocol(protocol, isinstance(protocol, protocols.BufferedProtocol))
 
-    # The class-level versions of the methods each instance publishes in its __dict__: what
-    # `transport.write` finds again after a replacement is deleted, and what `type(t).write(t, d)`
-    # calls.
+    # `transport.write` and (3.12+) `writelines` are the core's bound methods, put in each
+    # instance's `__dict__` by `__init__`; the functions here are what `transport.write` finds
+    # again after a replacement is deleted, and what `type(t).write(t, data)` calls.
     def write(self, data):
         self._core.write(data)
 
@@ -130,27 +174,36 @@ class _TransportLayer(transports._FlowControlMixin, transports.Transport):
         def writelines(self, list_of_data):
             self._core.writelines(list_of_data)
 
+    # The core's other methods, published in the instance's `__dict__` on first use.
+    @_Published
     def _read_ready(self):
         self._core._read_ready()
 
+    @_Published
     def _write_ready(self):
         self._core._write_ready()
 
+    @_Published
     def _add_reader(self, fd, callback):
         self._core._add_reader(fd, callback)
 
+    @_Published
     def get_write_buffer_size(self):
         return self._core.get_write_buffer_size()
 
+    @_Published
     def is_closing(self):
         return self._core.is_closing()
 
+    @_Published
     def is_reading(self):
         return self._core.is_reading()
 
+    @_Published
     def pause_reading(self):
         self._core.pause_reading()
 
+    @_Published
     def resume_reading(self):
         self._core.resume_reading()
 
@@ -189,10 +242,13 @@ class _SelectorSocketTransport(_TransportLayer):
         super().__init__(loop, sock, protocol, extra, server)
         # selector_events._SelectorSocketTransport.__init__ (_eof and _empty_waiter start
         # False/None in the core).
-        base_events._set_nodelay(sock)
+        _set_nodelay(sock)
+        core = self._core
         loop.call_soon(self._protocol.connection_made, self)
-        # only start reading when connection_made() has been called
-        loop.call_soon(self._add_reader, self._sock_fd, self._read_ready)
+        # only start reading when connection_made() has been called (the core's own
+        # `_add_reader` and `_read_ready`: what `self._add_reader`/`self._read_ready` find, without
+        # publishing them in `__dict__`)
+        loop.call_soon(core._add_reader, sock.fileno(), core._read_ready)
         if waiter is not None:
             # only wake up the waiter when connection_made() has been called
             loop.call_soon(futures._set_result_unless_cancelled, waiter, None)

@@ -40,5 +40,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<transport::TransportCore>()?;
     m.add_class::<transport::WriteBuffer>()?;
     m.add_class::<transport::DatagramCore>()?;
+    m.add_function(wrap_pyfunction!(transport::accept_nonblocking, m)?)?;
     Ok(())
 }

@@ -15,17 +15,20 @@
 //! * `write.rs`: `write` / `writelines` try the socket at once and buffer only what it did not
 //!   take; the writer callback `_write_ready` sends the buffer with one `sendmsg`;
 //!   `pause_writing`/`resume_writing` at the high and low water marks. `buffer.rs`: the buffer.
+//! * `accept.rs`: `accept_nonblocking`, one `accept` on a listening TCP socket for
+//!   `_accept.py`'s loop, the new socket non-blocking from the start.
 //! * `names.rs`: every Python name called from here. `sys.rs`: fds, buffers, errno.
 //!
-//! The Python class publishes the core's bound methods in each instance's `__dict__`, so that
-//! `transport.write(data)` is one vectorcall into Rust (and a test can still monkeypatch
-//! `transport.write`).
+//! The Python class publishes the core's bound methods in each instance's `__dict__` (`write`
+//! in the constructor, the others on first lookup), so that `transport.write(data)` is one
+//! vectorcall into Rust (and a test can still monkeypatch `transport.write`).
 //!
 //! Error paths follow `selector_events._SelectorSocketTransport` line by line: `BlockingIOError`
 //! and `InterruptedError` are retried on the next readiness, any other exception goes to the
 //! transport's `_fatal_error(exc, message)` with the stdlib's message, and `SystemExit` /
 //! `KeyboardInterrupt` propagate out of the callback.
 
+mod accept;
 mod buffer;
 mod names;
 mod read;
@@ -34,6 +37,7 @@ mod sys;
 mod udp;
 mod write;
 
+pub use accept::accept_nonblocking;
 pub use buffer::WriteBuffer;
 pub use udp::DatagramCore;
 

@@ -1,0 +1,123 @@
+//! Accepting one connection on a listening TCP socket: `conn, addr = sock.accept()` then
+//! `conn.setblocking(False)`, as `selector_events`' accept loop does it, in one call and without
+//! an exception when the queue is empty (`_accept.py` calls it up to `backlog` times per
+//! readiness).
+//!
+//! * `accept4` with `SOCK_NONBLOCK | SOCK_CLOEXEC`: the fd is non-blocking and close-on-exec from
+//!   the start (`socket.accept` makes it close-on-exec, `setblocking(False)` non-blocking, with
+//!   one more syscall).
+//! * The `socket.socket` is `socket.socket(family, type | SOCK_NONBLOCK, proto, fd)` with the
+//!   listening socket's family, type and proto, as `socket.accept` builds it (`SOCK_NONBLOCK` in
+//!   the type makes CPython set its timeout to 0.0 without an `ioctl`; `conn.type` has the flag
+//!   stripped, as always).
+//! * The address is what CPython's `makesockaddr` builds: `(host, port)` for IPv4 (the dotted
+//!   quad), `(host, port, flowinfo, scope_id)` for IPv6, with `host` from `socket.inet_ntop`
+//!   (CPython's own call). Other families are not handled here (`_accept.py` keeps
+//!   `sock.accept()` for them).
+//! * `EINTR` is retried after running the signal handlers (PEP 475, as `socket.accept` does);
+//!   would-block answers `None`; any other error raises the `OSError` `socket.accept` would.
+
+use super::sys::errno_error;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyModule, PyTuple};
+use rustix::io::Errno;
+use rustix::net::{SocketAddrAny, SocketFlags};
+use std::net::{SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
+
+static SOCKET: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+
+/// The `socket` module (its `socket` class is read at each call, so a patch takes effect).
+fn socket_module(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
+    Ok(SOCKET
+        .get_or_try_init(py, || PyModule::import(py, "socket").map(Bound::unbind))?
+        .bind(py))
+}
+
+/// `accept4(fd, SOCK_NONBLOCK | SOCK_CLOEXEC)`, retried on `EINTR` after the signal handlers ran.
+fn accept4(py: Python<'_>, fd: RawFd) -> PyResult<Option<(OwnedFd, Option<SocketAddrAny>)>> {
+    loop {
+        // SAFETY: `fd` is what the listening socket object returned from `fileno()` just
+        // before, with the GIL held since then; closing that socket needs the GIL, which this
+        // call (no Python code) never gives up, so the fd stays open for the borrow.
+        let lfd = unsafe { BorrowedFd::borrow_raw(fd) };
+        match rustix::net::acceptfrom_with(lfd, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC) {
+            Ok(pair) => return Ok(Some(pair)),
+            Err(Errno::INTR) => py.check_signals()?,
+            Err(e) if e == Errno::AGAIN || e == Errno::WOULDBLOCK => return Ok(None),
+            Err(e) => return Err(errno_error(e)),
+        }
+    }
+}
+
+/// The peer's address as CPython's `makesockaddr` builds it for `AF_INET` and `AF_INET6`;
+/// `None` for anything else.
+fn address<'py>(
+    py: Python<'py>,
+    addr: Option<SocketAddrAny>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    if let Ok(v4) = SocketAddrV4::try_from(addr.clone()) {
+        // inet_ntop(AF_INET) is the dotted quad, which is also Ipv4Addr's Display.
+        let t = PyTuple::new(
+            py,
+            [
+                v4.ip().to_string().into_pyobject(py)?.into_any(),
+                v4.port().into_pyobject(py)?.into_any(),
+            ],
+        )?;
+        return Ok(Some(t.into_any()));
+    }
+    if let Ok(v6) = SocketAddrV6::try_from(addr) {
+        let socket = socket_module(py)?;
+        let af_inet6 = socket.getattr(intern!(py, "AF_INET6"))?;
+        let packed = PyBytes::new(py, &v6.ip().octets());
+        let host = socket.call_method1(intern!(py, "inet_ntop"), (af_inet6, packed))?;
+        let t = PyTuple::new(
+            py,
+            [
+                host,
+                v6.port().into_pyobject(py)?.into_any(),
+                v6.flowinfo().into_pyobject(py)?.into_any(),
+                v6.scope_id().into_pyobject(py)?.into_any(),
+            ],
+        )?;
+        return Ok(Some(t.into_any()));
+    }
+    Ok(None)
+}
+
+/// `conn, addr = sock.accept(); conn.setblocking(False)` for a listening `AF_INET`/`AF_INET6`
+/// `socket.socket` of the given family, type and proto (module comment); `None` when no
+/// connection is waiting.
+#[pyfunction]
+pub fn accept_nonblocking<'py>(
+    sock: &Bound<'py, PyAny>,
+    family: i32,
+    type_: i32,
+    proto: i32,
+) -> PyResult<Option<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> {
+    let py = sock.py();
+    let fd: RawFd = sock.call_method0(intern!(py, "fileno"))?.extract()?;
+    if fd < 0 {
+        return Err(errno_error(Errno::BADF));
+    }
+    let Some((conn_fd, addr)) = accept4(py, fd)? else {
+        return Ok(None);
+    };
+    let nonblock = SocketFlags::NONBLOCK.bits() as i32;
+    let socket_class = socket_module(py)?.getattr(intern!(py, "socket"))?;
+    // Until the socket object exists, `conn_fd` owns the fd: an error closes it.
+    let conn = socket_class.call1((family, type_ | nonblock, proto, conn_fd.as_raw_fd()))?;
+    // The socket object owns the fd now.
+    let _ = conn_fd.into_raw_fd();
+    let addr = match address(py, addr)? {
+        Some(a) => a,
+        None => conn.call_method0(intern!(py, "getpeername"))?,
+    };
+    Ok(Some((conn, addr)))
+}
