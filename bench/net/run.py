@@ -44,6 +44,8 @@ RUST_ECHO = os.path.join(LOADGEN_DIR, "target", "release", "echo-server")
 ECHO = os.path.join(HERE, "echo_server.py")
 TLS_CLIENT = os.path.join(HERE, "tls_client.py")
 HTTP = os.path.join(HERE, "http_server.py")
+AIOHTTP = os.path.join(HERE, "aiohttp_server.py")
+HTTP_SERVERS = {"http": HTTP, "aiohttp": AIOHTTP}   # wrk rows: scenario -> server script
 WORKER = os.path.join(BENCH, "_worker.py")
 
 ALL_LOOPS = ["asyncio", "uvloop", "ferroloop", "rloop", "rsloop"]
@@ -59,8 +61,8 @@ SIZES = {"1k": 1024, "10k": 10 * 1024, "100k": 100 * 1024}
 # They are in the default set too (about 45 s per round on 2 cores).
 EXTRA_SCENARIOS = ["churn", "bulk", "udp", "tls"]
 DEFAULT_SCENARIOS = ["sock/tcp/1k", "streams/tcp/1k", "protocol/tcp/1k", "protocol/tcp/10k",
-                     "protocol/tcp/100k", "protocol/unix/1k", "http"] + EXTRA_SCENARIOS
-FULL_SCENARIOS = [f"{s}/{t}/{z}" for s in STYLES for t in TRANSPORTS for z in SIZES] + ["http"] + EXTRA_SCENARIOS
+                     "protocol/tcp/100k", "protocol/unix/1k", "http", "aiohttp"] + EXTRA_SCENARIOS
+FULL_SCENARIOS = [f"{s}/{t}/{z}" for s in STYLES for t in TRANSPORTS for z in SIZES] + ["http", "aiohttp"] + EXTRA_SCENARIOS
 SETS = {"default": DEFAULT_SCENARIOS, "extra": EXTRA_SCENARIOS, "full": FULL_SCENARIOS}
 UDP_MAX_LOSS = 0.01   # more datagrams lost than this (loopback, a few in flight) fails the run
 BULK_MAX_GROWTH_MIB = 64  # the bulk server's peak RSS may exceed its RSS at start by this much
@@ -69,6 +71,8 @@ BULK_MAX_GROWTH_MIB = 64  # the bulk server's peak RSS may exceed its RSS at sta
 def scenario_label(sc, args):
     if sc == "http":
         return f"HTTP uvicorn+httptools (wrk -c{args.http_conns})"
+    if sc == "aiohttp":
+        return f"HTTP aiohttp.web (wrk -c{args.http_conns})"
     if sc == "churn":
         return f"churn: connect + 1 KiB echo + close, {args.churn_conns} clients (per connection)"
     if sc == "udp":
@@ -283,8 +287,8 @@ def parse_wrk(out):
     return r
 
 
-def run_http(server_name, args):
-    srv = Server([sys.executable, HTTP, "--loop", server_name, "--port", "0"], args)
+def run_http(server_name, args, script=HTTP):
+    srv = Server([sys.executable, script, "--loop", server_name, "--port", "0"], args)
     url = f"http://127.0.0.1:{srv.where}/"
     wrk = lambda secs: pin(CLIENT_CORE, ["wrk", "-t1", f"-c{args.http_conns}", f"-d{secs}s",  # noqa: E731
                                          "--latency", url], args)
@@ -336,12 +340,14 @@ def probe_loops(args):
     return microbench.probe_loops(args)
 
 
-def http_available():
-    """None if uvicorn+httptools and wrk are there, else the reason (with how to fix it)."""
+def http_available(sc="http"):
+    """None if the row's server (uvicorn+httptools, or aiohttp) and wrk are there, else the reason
+    (with how to fix it)."""
     why = []
-    p = subprocess.run([sys.executable, "-c", "import uvicorn, httptools"], capture_output=True)
+    mods = "uvicorn, httptools" if sc == "http" else "aiohttp.web"
+    p = subprocess.run([sys.executable, "-c", f"import {mods}"], capture_output=True)
     if p.returncode != 0:
-        why.append(f"uvicorn/httptools not installed: {sys.executable} -m pip install "
+        why.append(f"{mods} not installed: {sys.executable} -m pip install "
                    f"-r {os.path.relpath(os.path.join(HERE, 'requirements.txt'))}")
     if not shutil.which("wrk"):
         why.append("wrk not found: apt-get install -y wrk (Debian/Ubuntu), or `make bench-net` as root")
@@ -395,9 +401,10 @@ def print_environment(args, loops, versions, scenarios):
         print(f"# bulk: loadgen --bulk {args.bulk_mib} MiB after a {args.bulk_mib / 16:g} MiB warm-up "
               f"transfer; server: echo_server.py --style bulk (pause_reading at 1 MiB queued, a "
               f"call_soon consumer, resume_reading at 256 KiB; adler32 of every byte checked)")
-    if "http" in scenarios:
+    if "http" in scenarios or "aiohttp" in scenarios:
         wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[0] if shutil.which("wrk") else "missing"
         print(f"# http: uvicorn {pkg_version('uvicorn')}, httptools {pkg_version('httptools')}, "
+              f"aiohttp {pkg_version('aiohttp')}, "
               f"{wrk.split(' Copyright')[0]}, -t1 -c{args.http_conns}, {max(1, round(args.warmup))} s warm-up, "
               f"{max(1, round(args.duration))} s timed")
     print(f"# {args.rounds} round(s); cells: median over rounds ±half the min-max spread; "
@@ -453,7 +460,7 @@ def render(head, rows, markdown):
 def rust_key(sc):
     """The ceiling measured for a scenario: the Rust server has one style, so all echo styles
     with the same transport and size share one measurement."""
-    if sc in ("http", "bulk", "tls"):
+    if sc in ("http", "aiohttp", "bulk", "tls"):
         return None
     if sc in ("churn", "udp"):
         return f"rust/{sc}"
@@ -586,7 +593,7 @@ def main():
     for sc in (["full"] if args.full else (args.scenarios or "default").split(",")):
         scenarios += [x for x in SETS.get(sc, [sc]) if x not in scenarios]
     for sc in scenarios:
-        if sc not in ["http"] + EXTRA_SCENARIOS and (len(sc.split("/")) != 3 or sc.split("/")[0] not in STYLES
+        if sc not in list(HTTP_SERVERS) + EXTRA_SCENARIOS and (len(sc.split("/")) != 3 or sc.split("/")[0] not in STYLES
                              or sc.split("/")[1] not in TRANSPORTS or sc.split("/")[2] not in SIZES):
             ap.error(f"unknown scenario {sc!r}")
     rng = random.Random(args.seed)
@@ -596,11 +603,11 @@ def main():
     print_environment(args, loops, versions, scenarios)
     if not args.taskset:
         print("# WARNING: taskset not found (util-linux): server and load generator are not pinned")
-    if "http" in scenarios:
-        why = http_available()
+    for sc in HTTP_SERVERS:
+        why = http_available(sc) if sc in scenarios else None
         if why:
-            print(f"# HTTP benchmark skipped: {why}")
-            scenarios = [s for s in scenarios if s != "http"]
+            print(f"# HTTP benchmark {sc} skipped: {why}")
+            scenarios = [s for s in scenarios if s != sc]
     tls = None
     tmp = tempfile.TemporaryDirectory(prefix="ferroloop-net-")
     if "tls" in scenarios:
@@ -626,8 +633,8 @@ def main():
                     if server == RUST and "/" in sc:
                         sc = "protocol/" + sc
                     try:
-                        if sc == "http":
-                            r = run_http(server, args)
+                        if sc in HTTP_SERVERS:
+                            r = run_http(server, args, HTTP_SERVERS[sc])
                         elif sc == "churn":
                             r = run_churn(server, args)
                         elif sc == "udp":
