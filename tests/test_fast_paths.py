@@ -43,6 +43,22 @@ def test_call_soon_arguments_and_context(loop):
     ]
 
 
+def test_call_soon_context_keyword_by_value(loop):
+    # The keyword name `context` as a string that is not the interned one (built at run time), as
+    # the C Task passes its own static string: recognised by value, then by identity; a name
+    # spelled differently is still refused.
+    seen = []
+    ctx = contextvars.copy_context()
+    ctx.run(VAR.set, "in ctx")
+    for _ in range(3):
+        name = "".join(["con", "text"])
+        loop.call_soon(lambda: seen.append(VAR.get()), **{name: ctx})
+    with pytest.raises(TypeError, match="unexpected keyword argument 'contexts'"):
+        loop.call_soon(print, **{"".join(["con", "texts"]): ctx})
+    _one_turn(loop)
+    assert seen == ["in ctx"] * 3
+
+
 @pytest.mark.parametrize("method", ["call_soon", "call_soon_threadsafe"])
 def test_call_soon_argument_errors(loop, method):
     fn = getattr(loop, method)

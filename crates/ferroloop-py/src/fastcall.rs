@@ -13,6 +13,7 @@
 //! [`install`] puts them in `LoopCore`'s type dictionary at module import (replacing nothing:
 //! the `#[pymethods]` block no longer declares these two), with the same `__text_signature__`.
 
+use crate::gil::GilCell;
 use crate::loop_core::LoopCore;
 use pyo3::exceptions::{PySystemError, PyTypeError};
 use pyo3::ffi;
@@ -71,7 +72,7 @@ unsafe fn parse<'py>(
             unsafe { Bound::from_borrowed_ptr(py, kwnames).cast_into_unchecked::<PyTuple>() };
         let want = pyo3::intern!(py, "context");
         for (i, kw) in names.iter().enumerate() {
-            let is_context = kw.is(want) || kw.cast::<PyString>().is_ok_and(|s| s == "context");
+            let is_context = kw.is(want) || is_context_name(&kw);
             if !is_context || context.is_some() {
                 let msg = if is_context {
                     format!("LoopCore.{name}() got multiple values for argument 'context'")
@@ -89,6 +90,33 @@ unsafe fn parse<'py>(
         args: rest,
         context,
     })
+}
+
+/// The last keyword name other than the interned `"context"` found to spell `context`: the C
+/// `Task` and `Future` pass their own static string (`_Py_ID(context)`), which is not the object
+/// `intern!` returns, so without this every wake-up would compare the name's characters.
+static CONTEXT_NAME: GilCell<Option<Py<PyString>>> = GilCell::new(None);
+
+/// True when `kw` is the keyword name `context` (by identity with the name seen last, else by
+/// value, remembering it).
+fn is_context_name(kw: &Bound<'_, PyAny>) -> bool {
+    let py = kw.py();
+    if CONTEXT_NAME
+        .borrow(py)
+        .as_ref()
+        .is_some_and(|c| c.as_ptr() == kw.as_ptr())
+    {
+        return true;
+    }
+    let Ok(s) = kw.cast::<PyString>() else {
+        return false;
+    };
+    if s != "context" {
+        return false;
+    }
+    let old = CONTEXT_NAME.borrow_mut(py).replace(s.clone().unbind());
+    drop(old);
+    true
 }
 
 /// Runs `f` as a Python method body: its error is raised, a panic becomes PanicException.

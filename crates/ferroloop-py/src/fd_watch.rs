@@ -110,9 +110,9 @@ impl LoopCore {
             let mut st = slf.get().st.borrow_mut(py);
             let closed = st.ev.poller().is_none();
             let res = if resume {
-                st.ev.resume_fd(fd, dir, HandleRef(handle))
+                st.ev.resume_fd(fd, dir, HandleRef::new(handle))
             } else {
-                st.ev.set_fd(fd, dir, HandleRef(handle))
+                st.ev.set_fd(fd, dir, HandleRef::new(handle))
             };
             (res, closed)
         };

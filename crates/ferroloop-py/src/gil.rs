@@ -24,7 +24,7 @@ unsafe impl<T: Send> Sync for GilCell<T> {}
 
 impl<T> GilCell<T> {
     /// Wraps `value`.
-    pub fn new(value: T) -> Self {
+    pub const fn new(value: T) -> Self {
         Self(RefCell::new(value))
     }
 
@@ -42,6 +42,13 @@ impl<T> GilCell<T> {
     #[inline]
     pub fn borrow_for_traverse<'a>(&'a self, _py: Python<'_>) -> Option<Ref<'a, T>> {
         self.0.try_borrow().ok()
+    }
+
+    /// Exclusive access through `&mut self` (no borrow flag, no token needed: the caller owns
+    /// the cell, e.g. while dropping it).
+    #[inline]
+    pub fn get_mut(&mut self) -> &mut T {
+        self.0.get_mut()
     }
 
     /// Exclusive access, with the GIL held. Never call into Python while holding it.

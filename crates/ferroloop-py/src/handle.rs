@@ -11,7 +11,8 @@ use crate::gil::GilCell;
 use ferroloop_core::Callback;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
-use pyo3::{PyTraverseError, PyVisit};
+use pyo3::{ffi, PyTraverseError, PyVisit};
+use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 /// A callback scheduled on the loop, with its arguments and its contextvars `Context`.
@@ -23,11 +24,12 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
     name = "Handle"
 )]
 pub struct Handle {
-    /// The loop (a `LoopCore` subclass instance) that will run this handle.
-    pub(crate) loop_: Py<PyAny>,
+    /// The loop (a `LoopCore` subclass instance) that will run this handle. Released by
+    /// `Drop for Handle` (as every reference the handle holds: see there).
+    pub(crate) loop_: ManuallyDrop<Py<PyAny>>,
     /// The context the callback runs in: the caller's `context=`, else a copy of the current one
     /// taken when the handle was created (as `asyncio.Handle` does).
-    pub(crate) context: Py<PyAny>,
+    pub(crate) context: ManuallyDrop<Py<PyAny>>,
     /// The deadline of a timer, on the loop clock. Meaningless for a plain handle.
     pub(crate) when: f64,
     /// Set once by `cancel()`; the loop skips cancelled handles.
@@ -66,8 +68,8 @@ impl Handle {
         when: f64,
     ) -> Self {
         Handle {
-            loop_,
-            context,
+            loop_: ManuallyDrop::new(loop_),
+            context: ManuallyDrop::new(context),
             when,
             cancelled: AtomicBool::new(false),
             owner: OwnerCell::new(),
@@ -113,8 +115,8 @@ impl Handle {
         py: Python<'_>,
         visit: &PyVisit<'_>,
     ) -> Result<(), PyTraverseError> {
-        visit.call(&self.loop_)?;
-        visit.call(&self.context)?;
+        visit.call(&*self.loop_)?;
+        visit.call(&*self.context)?;
         if let Some(st) = self.st.borrow_for_traverse(py) {
             visit.call(&st.callback)?;
             visit.call(&st.args)?;
@@ -128,19 +130,72 @@ impl Handle {
 
 impl Drop for Handle {
     /// The context copy the loop untracked is tracked again before its last reference can go
-    /// (CPython's `Context` deallocator requires a tracked object; `gc.rs`).
+    /// (CPython's `Context` deallocator requires a tracked object; `gc.rs`). Then every
+    /// reference the handle holds is released with a plain `Py_DECREF`: dropping a `Py<T>`
+    /// makes PyO3 look up a thread-local to learn whether the GIL is held (a `__tls_get_addr`
+    /// call in a shared library), which was a third of a handle's deallocation.
     fn drop(&mut self) {
         // SAFETY: a Handle is dropped with the GIL held: by its tp_dealloc (PyO3), or in Rust
         // code holding `py` when `Py::new` failed; the context is still alive (the field is
-        // dropped after this).
+        // released below, after this).
         unsafe { gc::retrack_context(self.context.as_ptr()) };
+        let st = self.st.get_mut();
+        let fields = [
+            st.callback.take().map(Py::into_any),
+            st.args.take().map(Py::into_any),
+            st.source_traceback.take(),
+            st.repr.take(),
+            st.when_obj.take(),
+        ];
+        // SAFETY: the GIL is held (above), so a direct decref is what PyO3's drop would do; each
+        // `ManuallyDrop` field is taken exactly once, here, and never used after.
+        unsafe {
+            decref(ManuallyDrop::take(&mut self.loop_));
+            decref(ManuallyDrop::take(&mut self.context));
+            for f in fields.into_iter().flatten() {
+                decref(f);
+            }
+        }
     }
 }
 
+/// Releases `obj` with `Py_DECREF` (no thread-local lookup, unlike `Py<T>`'s `Drop`).
+///
+/// # Safety
+/// The calling thread holds the GIL.
+#[inline]
+pub(crate) unsafe fn decref<T>(obj: Py<T>) {
+    let p = obj.into_ptr();
+    // SAFETY: GIL held (caller); `into_ptr` handed over the reference being released.
+    unsafe { ffi::Py_DECREF(p) };
+}
+
 /// A handle as the loop's queues hold it: one strong reference (a newtype so that the core's
-/// [`Callback`] can be implemented for it).
+/// [`Callback`] can be implemented for it). Released with a plain `Py_DECREF` (see
+/// `Drop for Handle`): a `HandleRef` lives in the loop's GIL-guarded state or in a local of code
+/// holding the GIL, and is dropped there (a turn, a close, a deallocation).
 #[repr(transparent)]
-pub(crate) struct HandleRef(pub(crate) Py<Handle>);
+pub(crate) struct HandleRef(pub(crate) ManuallyDrop<Py<Handle>>);
+
+impl HandleRef {
+    #[inline]
+    pub(crate) fn new(h: Py<Handle>) -> Self {
+        HandleRef(ManuallyDrop::new(h))
+    }
+}
+
+impl Drop for HandleRef {
+    #[inline]
+    fn drop(&mut self) {
+        debug_assert!(
+            // SAFETY: PyGILState_Check only reads the thread state.
+            unsafe { ffi::PyGILState_Check() } == 1,
+            "HandleRef dropped without the GIL"
+        );
+        // SAFETY: dropped with the GIL held (type docs); the field is taken once, here.
+        unsafe { decref(ManuallyDrop::take(&mut self.0)) };
+    }
+}
 
 impl Callback for HandleRef {
     #[inline]

@@ -77,7 +77,7 @@ impl LoopCore {
         this.st
             .borrow_mut(py)
             .ev
-            .call_soon(HandleRef(handle.clone_ref(py)));
+            .call_soon(HandleRef::new(handle.clone_ref(py)));
         Ok(handle)
     }
 
@@ -110,7 +110,10 @@ impl LoopCore {
         }
         // In the heap: `_scheduled` is true and a `cancel()` counts towards compaction.
         Handle::adopt(base.bind(py), Owner::Timer);
-        this.st.borrow_mut(py).ev.call_at(when, HandleRef(base));
+        this.st
+            .borrow_mut(py)
+            .ev
+            .call_at(when, HandleRef::new(base));
         Ok(timer)
     }
 }
@@ -129,7 +132,7 @@ fn visit_owned(
     h: &HandleRef,
     owner: Owner,
 ) -> Result<(), PyTraverseError> {
-    visit.call(&h.0)?;
+    visit.call(&*h.0)?;
     let hd = h.0.get();
     if hd.owner() == owner {
         hd.visit_contents(py, visit)?;

@@ -85,7 +85,7 @@ impl Host for PyHost<'_, '_> {
 
     #[inline]
     fn clone_callback(&self, cb: &HandleRef) -> HandleRef {
-        HandleRef(cb.0.clone_ref(self.py))
+        HandleRef::new(cb.0.clone_ref(self.py))
     }
 
     #[inline]
@@ -229,11 +229,15 @@ pub(crate) fn run_native(slf: &Bound<'_, LoopCore>) -> PyResult<()> {
 pub(crate) fn run_handle(slf: &Bound<'_, Handle>) -> PyResult<()> {
     let py = slf.py();
     let h = slf.get();
+    // `Bound` copies (not `Py`): released with a plain decref, no thread-local lookup.
     let (cb, args) = {
         let st = h.st.borrow(py);
         match &st.callback {
             None => return Ok(()),
-            Some(cb) => (cb.clone_ref(py), st.args.as_ref().map(|a| a.clone_ref(py))),
+            Some(cb) => (
+                cb.bind(py).clone(),
+                st.args.as_ref().map(|a| a.bind(py).clone()),
+            ),
         }
     };
     let ctx = h.context.as_ptr();
@@ -243,10 +247,9 @@ pub(crate) fn run_handle(slf: &Bound<'_, Handle>) -> PyResult<()> {
     let res = if unsafe { ffi::PyContext_Enter(ctx) } < 0 {
         Err(PyErr::fetch(py))
     } else {
-        let cbb = cb.bind(py);
         let r = match &args {
-            Some(a) if !a.bind(py).is_empty() => cbb.call1(a.bind(py)),
-            _ => cbb.call0(),
+            Some(a) if !a.is_empty() => cb.call1(a),
+            _ => cb.call0(),
         };
         // SAFETY: the same context was entered just above on this thread, so exiting it is
         // balanced; the call can only fail if the callback left a different context current,
@@ -267,7 +270,7 @@ pub(crate) fn run_handle(slf: &Bound<'_, Handle>) -> PyResult<()> {
         {
             Err(e)
         }
-        Err(e) => report_callback_error(slf, &cb, args.as_ref(), e),
+        Err(e) => report_callback_error(slf, &cb.unbind(), args.map(Bound::unbind).as_ref(), e),
     }
 }
 
