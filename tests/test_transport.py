@@ -510,6 +510,26 @@ def test_state_after_construction_is_the_stdlibs(loop):
     assert list(client_side) == expected
 
 
+def test_transport_registration_is_the_weak_dicts_own_entry(loop):
+    """`loop._transports[fd] = transport` as WeakValueDictionary.__setitem__ makes it (ferroloop
+    builds the KeyedRef itself): a KeyedRef keyed by the fd whose callback is the dict's own
+    removal (test_closed_transport_and_protocol_are_collected checks the collection); the
+    TransportSocket in the extra info wraps the transport's socket."""
+
+    async def main():
+        server, st, sp, ct, cp = await _pair(Recorder(), Recorder())
+        lp = asyncio.get_running_loop()
+        fd = st._sock_fd
+        ref = lp._transports.data[fd]
+        seen = (type(ref) is weakref.KeyedRef, ref.key == fd, ref() is st,
+                ref.__callback__ == lp._transports._remove,
+                st.get_extra_info("socket")._sock is st._sock)
+        await _close_all(server, st, ct)
+        return seen
+
+    assert _run(loop, main()) == (True, True, True, True, True)
+
+
 def test_every_method_can_be_replaced_on_the_instance(loop):
     """A replacement assigned on the instance is what calls find (the stdlib's resume_reading
     re-registers `self._read_ready`); deleting it brings the class's method back, which the class

@@ -426,17 +426,9 @@ class Loop(_native.LoopCore, NetworkingMixin, asyncio.AbstractEventLoop):
     def _add_writer(self, fd, callback, *args):
         return self._native_add_writer(self._register_fileobj(fd), callback, *args)
 
-    # A transport's close() calls these two with its fd, an int never registered by object:
-    # then _remove_fd's checks have nothing to do.
-    def _remove_reader(self, fd):
-        if type(fd) is int and fd >= 0 and fd not in self._fileobjs:
-            return self._native_remove_reader(fd)
-        return self._remove_fd(fd, self._native_remove_reader)
-
-    def _remove_writer(self, fd):
-        if type(fd) is int and fd >= 0 and fd not in self._fileobjs:
-            return self._native_remove_writer(fd)
-        return self._remove_fd(fd, self._native_remove_writer)
+    # A transport's close() calls `_remove_reader`/`_remove_writer` with its fd, an int never
+    # registered by object: LoopCore's `_remove_reader_checked`/`_remove_writer_checked` remove
+    # that natively and hand anything else to _remove_fd (assigned below the class).
 
     # A file object (a socket) registered by object, not by number, is remembered, so that it
     # can still be unregistered after it was closed (its fileno() is then -1), as selectors
@@ -557,6 +549,8 @@ Loop._native_add_reader = _native.LoopCore._add_reader
 Loop._native_add_writer = _native.LoopCore._add_writer
 Loop._native_remove_reader = _native.LoopCore._remove_reader
 Loop._native_remove_writer = _native.LoopCore._remove_writer
+Loop._remove_reader = _native.LoopCore._remove_reader_checked
+Loop._remove_writer = _native.LoopCore._remove_writer_checked
 
 # FERROLOOP_PY_SOCK=1: the stdlib's sock_* coroutines instead of LoopCore's native ones (_net.py).
 if _net.PY_SOCK:

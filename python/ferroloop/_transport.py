@@ -60,8 +60,6 @@ Deviations, each deliberate (``docs/semantics.md``):
 
 from asyncio import base_events, constants, futures, protocols, selector_events, transports
 from asyncio import trsock
-import _socket
-import socket
 
 from . import _compat, _native
 from ._borrowing import borrow_into
@@ -98,24 +96,6 @@ class _Published:
         return method
 
 
-_sock_family = _socket.socket.family.__get__
-_sock_type = _socket.socket.type.__get__
-_TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
-
-
-def _set_nodelay(sock):
-    """``base_events._set_nodelay(sock)``: ``TCP_NODELAY`` on a TCP socket. For a plain
-    ``socket.socket``, its C fields are read as they are (``sock.family`` and ``sock.type`` wrap
-    them in enums, which costs more than the ``setsockopt``); the result is the same."""
-    if type(sock) is socket.socket:
-        if (_sock_family(sock) in _TCP_FAMILIES and _sock_type(sock) == socket.SOCK_STREAM
-                and sock.proto == socket.IPPROTO_TCP):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    else:
-        base_events._set_nodelay(sock)
-
-
-
 class _TransportLayer(transports._FlowControlMixin, transports.Transport):
     """``selector_events._SelectorTransport``: the stdlib's functions over the native state."""
 
@@ -124,44 +104,10 @@ class _TransportLayer(transports._FlowControlMixin, transports.Transport):
     # The stdlib's private attributes (_loop, _sock, _closing, ..., _buffer) are set on the class
     # below: native descriptors over the core's fields, declared once in Rust.
 
-    def __init__(self, loop, sock, protocol, extra=None, server=None):
-        core = _native.TransportCore(self, loop, sock)
-        d = self.__dict__
-        d["_core"] = core
-        # `transport.write(data)`: one call into Rust (module docstring); the core's other
-        # methods are published on first use (`_Published`).
-        d["write"] = core.write
-        if _NATIVE_WRITELINES:
-            d["writelines"] = core.writelines
-
-        # selector_events._SelectorTransport.__init__, on the core's fields. Its
-        # `super().__init__(extra, loop)` (_FlowControlMixin's and BaseTransport's) sets `_extra`,
-        # `_loop`, `_protocol_paused = False` and the default water marks
-        # (`_set_write_buffer_limits()`: 64 KiB and 16 KiB): the core starts with the last three.
-        if extra is None:
-            extra = {}
-        self._extra = extra
-        extra["socket"] = trsock.TransportSocket(sock)
-        try:
-            extra["sockname"] = sock.getsockname()
-        except OSError:
-            extra["sockname"] = None
-        if "peername" not in extra:
-            try:
-                extra["peername"] = sock.getpeername()
-            except OSError:
-                extra["peername"] = None
-        self.set_protocol(protocol)
-        if server is not None:
-            self._server = server
-            if _SERVER_TRACKS_CLIENTS:
-                server._attach(self)
-            else:
-                server._attach()
-        loop._transports[sock.fileno()] = self
+    # The constructor is the subclass's (one native call: `TransportCore._setup`).
 
     def set_protocol(self, protocol):
-        self._core._set_protocol(protocol, isinstance(protocol, protocols.BufferedProtocol))
+        self._core.set_protocol(protocol)
 
     # `transport.write` and (3.12+) `writelines` are the core's bound methods, put in each
     # instance's `__dict__` by `__init__`; the functions here are what `transport.write` finds
@@ -239,19 +185,13 @@ class _SelectorSocketTransport(_TransportLayer):
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
 
     def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
-        super().__init__(loop, sock, protocol, extra, server)
-        # selector_events._SelectorSocketTransport.__init__ (_eof and _empty_waiter start
-        # False/None in the core).
-        _set_nodelay(sock)
-        core = self._core
-        loop.call_soon(self._protocol.connection_made, self)
-        # only start reading when connection_made() has been called (the core's own
-        # `_add_reader` and `_read_ready`: what `self._add_reader`/`self._read_ready` find, without
-        # publishing them in `__dict__`)
-        loop.call_soon(core._add_reader, sock.fileno(), core._read_ready)
-        if waiter is not None:
-            # only wake up the waiter when connection_made() has been called
-            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
+        # selector_events._SelectorTransport.__init__ and _SelectorSocketTransport.__init__, in
+        # their order, in one native call (transport/setup.rs): the core and the published
+        # `write`, `_extra` (socket, sockname, peername), `set_protocol`, the server's
+        # `_attach`, `loop._transports`, TCP_NODELAY, then `connection_made`, the reader and the
+        # waiter scheduled with `call_soon` (`_eof` and `_empty_waiter` start False/None in the
+        # core).
+        _setup(self, loop, sock, protocol, waiter, extra, server)
 
 
 borrow_into(
@@ -268,3 +208,14 @@ borrow_into(
     ],
 )
 
+_setup = _native.TransportCore._setup
+# What the native constructor needs from the stdlib, and the running version's switches.
+_native.TransportCore._configure(
+    _SERVER_TRACKS_CLIENTS,
+    _NATIVE_WRITELINES,
+    trsock.TransportSocket,
+    protocols.BufferedProtocol,
+    _TransportLayer.set_protocol,
+    futures._set_result_unless_cancelled,
+    base_events._set_nodelay,
+)

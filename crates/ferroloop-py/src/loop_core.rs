@@ -39,6 +39,38 @@ impl LoopCore {
         }
     }
 
+    /// The body of `_remove_reader_checked`/`_remove_writer_checked`.
+    fn remove_checked(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        is_reader: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        if fd.is_exact_instance_of::<pyo3::types::PyInt>() {
+            if let Ok(n) = fd.extract::<RawFd>() {
+                if n >= 0 && !slf.getattr(intern!(py, "_fileobjs"))?.contains(fd)? {
+                    let removed = if slf.get().closed.load(Relaxed) {
+                        false
+                    } else {
+                        Self::remove_fd_callback(slf, n, is_reader)?
+                    };
+                    return Ok(pyo3::types::PyBool::new(py, removed)
+                        .to_owned()
+                        .into_any()
+                        .unbind());
+                }
+            }
+        }
+        let native = if is_reader {
+            intern!(py, "_native_remove_reader")
+        } else {
+            intern!(py, "_native_remove_writer")
+        };
+        Ok(slf
+            .call_method1(intern!(py, "_remove_fd"), (fd, slf.getattr(native)?))?
+            .unbind())
+    }
+
     /// The debug-mode checks of `call_soon` & co (thread, callback type): in Python, off the hot
     /// path.
     fn debug_check(
@@ -463,6 +495,18 @@ impl LoopCore {
             return Ok(false);
         }
         Self::remove_fd_callback(slf, fd, false)
+    }
+
+    /// `Loop._remove_reader(fd)`: what a transport's `close()` passes, an int never registered
+    /// by object, goes straight to the native removal; anything else through `Loop._remove_fd`
+    /// (file objects, closed ones found by identity, selectors' errors).
+    fn _remove_reader_checked(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        Self::remove_checked(slf, fd, true)
+    }
+
+    /// `Loop._remove_writer(fd)`, as `_remove_reader_checked`.
+    fn _remove_writer_checked(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        Self::remove_checked(slf, fd, false)
     }
 
     // The sock_* coroutines (sock.rs): each returns a native coroutine-like awaitable that does

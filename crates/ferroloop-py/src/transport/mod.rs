@@ -32,6 +32,7 @@ mod accept;
 mod buffer;
 mod names;
 mod read;
+mod setup;
 mod state;
 mod sys;
 mod udp;
@@ -173,6 +174,55 @@ impl TransportCore {
             let taken = self.st.borrow_mut(py).take_objects();
             drop(taken); // outside the borrow
         });
+    }
+
+    /// The stdlib objects and version switches `_setup` uses (setup.rs), once, by
+    /// `_transport.py`.
+    #[staticmethod]
+    #[allow(clippy::too_many_arguments)]
+    fn _configure(
+        py: Python<'_>,
+        tracks_clients: bool,
+        native_writelines: bool,
+        transport_socket: Bound<'_, PyAny>,
+        buffered_protocol: Bound<'_, PyAny>,
+        set_protocol: Bound<'_, PyAny>,
+        set_result_unless_cancelled: Bound<'_, PyAny>,
+        set_nodelay: Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        setup::configure(
+            py,
+            tracks_clients,
+            native_writelines,
+            transport_socket,
+            buffered_protocol,
+            set_protocol,
+            set_result_unless_cancelled,
+            set_nodelay,
+        )
+    }
+
+    /// The socket transport's constructor (`_SelectorTransport.__init__` and
+    /// `_SelectorSocketTransport.__init__`, setup.rs).
+    #[staticmethod]
+    #[pyo3(signature = (transport, loop_, sock, protocol, waiter=None, extra=None, server=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn _setup(
+        py: Python<'_>,
+        transport: &Bound<'_, PyAny>,
+        loop_: &Bound<'_, PyAny>,
+        sock: &Bound<'_, PyAny>,
+        protocol: &Bound<'_, PyAny>,
+        waiter: Option<&Bound<'_, PyAny>>,
+        extra: Option<&Bound<'_, PyAny>>,
+        server: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        Self::setup_impl(py, transport, loop_, sock, protocol, waiter, extra, server)
+    }
+
+    /// `transport.set_protocol(protocol)` (setup.rs).
+    fn set_protocol(&self, py: Python<'_>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.set_protocol_impl(py, protocol)
     }
 
     /// `set_protocol`: the protocol, whether it is a `BufferedProtocol`, and `_protocol_connected`.
