@@ -36,7 +36,7 @@ _Unix = unix_events._UnixSelectorEventLoop
 _stdlib_set_debug = borrow(_Base, "set_debug")
 _stdlib_call_exception_handler = borrow(_Base, "call_exception_handler")
 
-# The native sock_* coroutines (LoopCore.sock_recv & co., sock.rs) are coroutines for asyncio:
+# The native sock_* coroutines (LoopCore.sock_recv & co., sock/) are coroutines for asyncio:
 # iscoroutine() accepts them, so create_task / ensure_future / run_until_complete do (as Cython
 # registers its coroutine type).
 collections.abc.Coroutine.register(_native.SockOp)

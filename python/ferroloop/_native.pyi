@@ -31,7 +31,7 @@ _Ts = TypeVarTuple("_Ts")
 
 @final
 class SockOp(Coroutine[Any, Any, _R]):
-    """A native ``sock_*`` coroutine: nothing runs until it is awaited (sock.rs). Registered as
+    """A native ``sock_*`` coroutine: nothing runs until it is awaited (sock/). Registered as
     a ``collections.abc.Coroutine``, so ``asyncio.iscoroutine`` accepts it."""
 
     def __await__(self) -> Generator[Any, None, _R]: ...

@@ -141,7 +141,7 @@ borrow_into(
 )
 
 
-# The low-level socket operations, sock_recv & co., are native (LoopCore's, sock.rs). With
+# The low-level socket operations, sock_recv & co., are native (LoopCore's, sock/). With
 # FERROLOOP_PY_SOCK=1 in the environment they are the stdlib's coroutines instead (to compare, or
 # to rule the native ones out of a bug): borrowed here, and put on Loop by _loop.py (its native
 # base comes first in its MRO). tests/borrowed_manifest records the default (native) set.

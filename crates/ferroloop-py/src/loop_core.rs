@@ -509,7 +509,7 @@ impl LoopCore {
         Self::remove_checked(slf, fd, false)
     }
 
-    // The sock_* coroutines (sock.rs): each returns a native coroutine-like awaitable that does
+    // The sock_* coroutines (sock/): each returns a native coroutine-like awaitable that does
     // nothing until awaited.
 
     fn sock_recv(slf: &Bound<'_, Self>, sock: Py<PyAny>, n: Py<PyAny>) -> SockOp {
