@@ -496,3 +496,147 @@ def test_cancelled_sendall_leaves_no_writer(loop):
 
     with a, b:
         assert 0 < run(loop, main()) < 4 * 1024 * 1024
+
+
+# --- A completed wait leaves epoll's registration lingering on ferroloop (fd_watch.rs, "sock_*
+# registrations"): what must hold on both loops whatever the registration does. ---
+
+
+def test_waits_again_and_again_on_the_same_socket(loop):
+    a, b = pair()
+
+    async def main():
+        got = []
+        for i in range(20):
+            task = loop.create_task(loop.sock_recv(a, 100))
+            await asyncio.sleep(0.001 if i % 2 else 0)
+            b.send(b"%d" % i)
+            got.append(await task)
+        return got
+
+    with a, b:
+        assert run(loop, main()) == [b"%d" % i for i in range(20)]
+
+
+def test_wait_after_the_fd_number_went_to_another_socket(loop):
+    # The socket closed, its number reused by a new socket (another file): a wait on the new one
+    # must be registered for real (epoll forgot the closed file).
+    a, b = pair()
+
+    async def main():
+        task = loop.create_task(loop.sock_recv(a, 100))
+        await asyncio.sleep(0.01)
+        b.send(b"first")
+        assert await task == b"first"
+        fd = a.fileno()
+        a.close()
+        c, d = pair()
+        if c.fileno() == fd:  # the number was reused by the new pair itself
+            e = c
+        else:
+            os.dup2(c.fileno(), fd)
+            c.close()
+            e = socket.socket(fileno=fd)
+            e.setblocking(False)
+        assert e.fileno() == fd
+        try:
+            task = loop.create_task(loop.sock_recv(e, 100))
+            await asyncio.sleep(0.01)
+            d.send(b"second")
+            return await task
+        finally:
+            e.close()
+            d.close()
+
+    with b:
+        assert run(loop, main()) == b"second"
+
+
+def test_wait_after_the_socket_was_wrapped_again(loop):
+    # The same file under a new socket object (detach, then socket(fileno=)): registered again.
+    a, b = pair()
+
+    async def main():
+        task = loop.create_task(loop.sock_recv(a, 100))
+        await asyncio.sleep(0.01)
+        b.send(b"first")
+        assert await task == b"first"
+        e = socket.socket(fileno=a.detach())
+        e.setblocking(False)
+        with e:
+            task = loop.create_task(loop.sock_recv(e, 100))
+            await asyncio.sleep(0.01)
+            b.send(b"second")
+            return await task
+
+    with a, b:
+        assert run(loop, main()) == b"second"
+
+
+def test_readers_after_a_completed_wait(loop):
+    # Nothing is registered for the application after a wait: remove_reader finds nothing;
+    # add_reader works and is removed as usual.
+    a, b = pair()
+
+    async def main():
+        task = loop.create_task(loop.sock_recv(a, 100))
+        await asyncio.sleep(0.01)
+        b.send(b"x")
+        await task
+        first_remove = loop.remove_reader(a)
+        fired = loop.create_future()
+        loop.add_reader(a, lambda: fired.done() or fired.set_result(a.recv(100)))
+        b.send(b"via add_reader")
+        data = await fired
+        return first_remove, data, loop.remove_reader(a), registered(loop, a)
+
+    with a, b:
+        assert run(loop, main()) == (False, b"via add_reader", True, None)
+
+
+def test_lingering_registrations_are_swept_ferroloop(loop_name, loop):
+    if loop_name != "ferroloop" or os.environ.get("FERROLOOP_PY_SOCK") == "1":
+        pytest.skip("ferroloop's native sock_* registrations")
+
+    async def main():
+        for _ in range(300):
+            a, b = pair()
+            with a, b:
+                task = loop.create_task(loop.sock_recv(a, 100))
+                await asyncio.sleep(0)
+                b.send(b"x")
+                await task
+        return loop.stats()["fds"]
+
+    # Closed sockets' entries go when the owners' map doubles (at least 64 entries).
+    assert run(loop, main()) <= 2 * 64 + 1
+
+
+@pytest.mark.skipif(not __import__("shutil").which("strace"), reason="strace is not installed")
+def test_waits_on_one_socket_make_no_epoll_ctl_ferroloop(loop_name, tmp_path):
+    if loop_name != "ferroloop" or os.environ.get("FERROLOOP_PY_SOCK") == "1":
+        pytest.skip("ferroloop's native sock_* registrations")
+    import subprocess
+    import sys
+
+    program = tmp_path / "waits.py"
+    program.write_text(
+        "import asyncio, socket, ferroloop\n"
+        "async def main():\n"
+        "    loop = asyncio.get_running_loop()\n"
+        "    a, b = socket.socketpair(); a.setblocking(False)\n"
+        "    for i in range(200):\n"
+        "        t = loop.create_task(loop.sock_recv(a, 10))\n"
+        "        await asyncio.sleep(0)\n"
+        "        b.send(b'x')\n"
+        "        assert await t == b'x'\n"
+        "    print('ok')\n"
+        "ferroloop.run(main())\n"
+    )
+    log = tmp_path / "strace.log"
+    p = subprocess.run(["strace", "-f", "-qq", "-e", "trace=epoll_ctl", "-o", str(log),
+                        sys.executable, str(program)], capture_output=True, text=True, timeout=60)
+    assert p.stdout.strip() == "ok", p.stderr
+    calls = [ln for ln in log.read_text().splitlines() if "epoll_ctl(" in ln]
+    # One registration for the first wait (and the loop's own set-up), not two per wait.
+    assert len(calls) < 10, calls

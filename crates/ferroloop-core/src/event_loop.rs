@@ -181,6 +181,27 @@ impl<H: Callback, K: Clock> EventLoop<H, K> {
         self.fds.suspend(fd, dir)
     }
 
+    /// True when `fd` has no `dir` callback but epoll's registration for it lingers
+    /// ([`suspend_fd`](Self::suspend_fd)).
+    pub fn fd_lingers(&self, fd: RawFd, dir: Direction) -> bool {
+        self.fds.get(fd).is_some_and(|e| {
+            let l = e.lingering();
+            e.slot(dir).is_none()
+                && match dir {
+                    Direction::Read => l.read,
+                    Direction::Write => l.write,
+                }
+        })
+    }
+
+    /// Drops whatever lingers for `fd` for real ([`FdTable::lapse`]: `modify`, or `delete` when
+    /// no callback is left; errors ignored, the fd may be closed already).
+    pub fn lapse_fd(&mut self, fd: RawFd) {
+        if let Some(p) = &self.poller {
+            self.fds.lapse(&**p, fd);
+        }
+    }
+
     /// Makes `cb` the `dir` callback of `fd` again after [`suspend_fd`](Self::suspend_fd)
     /// ([`FdTable::resume`]: no syscall while the registration lingers).
     pub fn resume_fd(

@@ -23,6 +23,7 @@ use pyo3::types::PyTuple;
 use pyo3::PyClassInitializer;
 use pyo3::{ffi, intern};
 use pyo3::{PyTraverseError, PyVisit};
+use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Mutex;
@@ -285,6 +286,8 @@ impl LoopCore {
                 ev: EventLoop::new(poller, OffsetClock::default(), clock_resolution),
                 times: TimeStats::default(),
                 signal_pipe: None,
+                sock_owners: HashMap::new(),
+                sock_sweep_at: crate::fd_watch::SOCK_SWEEP_MIN,
             }),
             events: Mutex::new(Events::new()),
             waker: GilCell::new(Some(waker)),
@@ -456,7 +459,8 @@ impl LoopCore {
         this.closed.store(true, Relaxed);
         let taken = {
             let mut st = this.st.borrow_mut(py);
-            (st.ev.close(), st.signal_pipe.take())
+            let owners = std::mem::take(&mut st.sock_owners);
+            (st.ev.close(), st.signal_pipe.take(), owners)
         };
         let waker = this.waker.borrow_mut(py).take();
         release_all(py, &taken.0 .0);

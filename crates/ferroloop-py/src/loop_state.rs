@@ -16,8 +16,10 @@ use ferroloop_core::{EventLoop, Events, OffsetClock, Waker};
 use pyo3::exceptions::{PyOSError, PyRuntimeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::types::{PyTuple, PyWeakrefReference};
+use std::collections::HashMap;
 use std::io;
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Mutex;
 
@@ -30,6 +32,12 @@ pub(crate) struct LoopState {
     /// The signal wakeup pipe (signals.rs), created the first time the loop runs in the main
     /// thread; watched by the poller under `SIGNAL_TOKEN`, outside the fd table.
     pub(crate) signal_pipe: Option<SignalPipe>,
+    /// The `sock_*` registrations left lingering (fd_watch.rs, "sock_* registrations"): fd ->
+    /// a weak reference to the socket object whose wait registered it. Only a later wait on that
+    /// same object, still open with that fd, trusts the registration.
+    pub(crate) sock_owners: HashMap<RawFd, Py<PyWeakrefReference>>,
+    /// `sock_owners` is swept of dead and closed sockets when it grows past this.
+    pub(crate) sock_sweep_at: usize,
 }
 
 /// The native base class of `ferroloop.Loop`.

@@ -316,7 +316,8 @@ impl SockOp {
         let fut = LoopCore::create_future(lp)?;
         ensure_fd_no_transport(lp.as_any(), fd)?;
         let cb = slf.getattr(intern!(py, "_io_ready"))?;
-        let handle = LoopCore::add_fd_handle(lp, fd, cb, PyTuple::empty(py), me.kind.is_reader())?;
+        let sock = me.sock(py)?;
+        let handle = LoopCore::add_sock_fd_handle(lp, fd, &sock, cb, me.kind.is_reader())?;
         let done_cb = slf.getattr(intern!(py, "_fut_done"))?;
         fut.call_method1(intern!(py, "add_done_callback"), (&done_cb,))?;
         let sub = fut.call_method0(intern!(py, "__await__"))?;

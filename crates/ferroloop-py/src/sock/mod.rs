@@ -11,13 +11,16 @@
 //!   argument checks, timeouts, errors and their messages are the `socket` module's, exactly as
 //!   the stdlib calls them.
 //! * **Would block** (`BlockingIOError`/`InterruptedError`): a loop future, the fd's reader (or
-//!   writer) registered once in the loop's fd table (`LoopCore::add_fd_handle`, whose callback is
+//!   writer) registered once in the loop's fd table (`LoopCore::add_sock_fd_handle`, whose callback is
 //!   this object's `_io_ready`), and the future's `add_done_callback(_fut_done)`, which removes
 //!   the registration when the future completes any other way (cancellation), as the stdlib's
 //!   `_sock_read_done`/`_sock_write_done` do. The awaitable then delegates `send`/`throw` to the
 //!   future's `__await__` iterator, as `await fut` does. When `_io_ready` completes the future
-//!   itself it takes its done callback back and unregisters the fd at once (what that callback
-//!   would have done one callback later), so the common path schedules nothing extra.
+//!   itself it takes its done callback back and unregisters the fd's callback at once (what that
+//!   callback would have done one callback later), so the common path schedules nothing extra.
+//!   After a success epoll's registration is left lingering for the next wait of the same
+//!   socket object, which then makes no `epoll_ctl` call (`fd_watch.rs`, "sock_*
+//!   registrations"); a cancelled or failed wait removes it for real.
 //! * `sock_sendall` keeps sending from where the socket stopped (a `memoryview` slice, as the
 //!   stdlib) until all is sent; `sock_connect` first awaits `loop._ensure_resolved(...)` for
 //!   AF_INET/AF_INET6 sockets, then connects, and on `EINPROGRESS` waits for writability and reads
@@ -508,14 +511,16 @@ impl SockOp {
         };
         // Completed here: take the done callback back and unregister now (what the callback
         // would have done), then complete the future.
-        let (lp, fd, done_cb) = {
+        let (lp, fd, done_cb, sock) = {
             let st = me.st.borrow(py);
             (
                 st.loop_.as_ref().map(|l| l.clone_ref(py)),
                 st.fd,
                 st.done_cb.as_ref().map(|c| c.clone_ref(py)),
+                st.sock.as_ref().map(|s| s.clone_ref(py)),
             )
         };
+        let succeeded = outcome.is_ok();
         if let Some(cb) = &done_cb {
             fut.call_method1(intern!(py, "remove_done_callback"), (cb,))?;
         }
@@ -525,8 +530,15 @@ impl SockOp {
             Ok(v) => fut.call_method1(intern!(py, "set_result"), (v,))?,
             Err(e) => fut.call_method1(intern!(py, "set_exception"), (e.into_value(py),))?,
         };
+        // Done waiting: after a success the registration lingers for this socket's next wait
+        // (fd_watch.rs, "sock_* registrations"); after an error it goes, as in the stdlib.
         if let Some(lp) = lp {
-            LoopCore::remove_fd_callback(lp.bind(py), fd, me.kind.is_reader())?;
+            match sock {
+                Some(sock) if succeeded => {
+                    LoopCore::linger_sock_fd(lp.bind(py), fd, sock.bind(py), me.kind.is_reader())?
+                }
+                _ => LoopCore::remove_fd_callback(lp.bind(py), fd, me.kind.is_reader())?,
+            };
         }
         Ok(())
     }
