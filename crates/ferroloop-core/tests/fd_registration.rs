@@ -280,3 +280,43 @@ fn the_owner_replacing_its_callback_makes_no_syscall() {
     t.resume(&reg, 10, Direction::Read, item(3)).unwrap();
     assert_eq!(reg.take(), ["add 10 R"]);
 }
+
+/// The loop's view of a lingering registration (what the binding's `sock_*` waits check before
+/// trusting one): `fd_lingers` while only the suspended interest is left, not once a callback
+/// is back or the interest lapsed; `lapse_fd` deletes it from epoll for real.
+#[test]
+fn the_loop_reports_and_lapses_a_lingering_registration() {
+    let lp = TestLoop::new();
+    let (a, _b) = pair();
+    let fd = a.as_raw_fd();
+    assert!(
+        !lp.ev().fd_lingers(fd, Direction::Read),
+        "not watched at all"
+    );
+    lp.watch(fd, Direction::Read, "reader", noop);
+    assert!(
+        !lp.ev().fd_lingers(fd, Direction::Read),
+        "a callback is registered"
+    );
+    let old = lp.ev().suspend_fd(fd, Direction::Read);
+    assert!(old.is_some());
+    assert!(lp.ev().fd_lingers(fd, Direction::Read));
+    assert!(
+        !lp.ev().fd_lingers(fd, Direction::Write),
+        "only the suspended direction"
+    );
+    lp.ev().lapse_fd(fd);
+    assert!(!lp.ev().fd_lingers(fd, Direction::Read));
+    assert!(lp.ev().fds().is_empty());
+    // Deleted from epoll: registering it afresh succeeds (EEXIST otherwise).
+    let poller = lp.ev().poller().unwrap().clone();
+    poller
+        .add(fd, fd as u64, READ)
+        .expect("fd no longer registered");
+    poller.delete(fd).unwrap();
+    // A lapse with nothing lingering changes nothing.
+    lp.watch(fd, Direction::Read, "reader", noop);
+    lp.ev().lapse_fd(fd);
+    assert!(lp.ev().fds().get(fd).is_some_and(|e| e.reader.is_some()));
+    assert!(lp.unwatch(fd, Direction::Read));
+}
