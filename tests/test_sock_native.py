@@ -612,7 +612,16 @@ def test_lingering_registrations_are_swept_ferroloop(loop_name, loop):
     assert run(loop, main()) <= 2 * 64 + 1
 
 
+def _traced():
+    """True when this process runs under ptrace (make test-fallback runs pytest under strace,
+    and a tracee cannot start a second strace)."""
+    with open("/proc/self/status") as f:
+        return any(ln.split()[1] != "0" for ln in f if ln.startswith("TracerPid:"))
+
+
 @pytest.mark.skipif(not __import__("shutil").which("strace"), reason="strace is not installed")
+@pytest.mark.skipif(_traced(), reason="already under ptrace (make test-fallback); the plain "
+                    "pytest run of make test runs it")
 def test_waits_on_one_socket_make_no_epoll_ctl_ferroloop(loop_name, tmp_path):
     if loop_name != "ferroloop" or os.environ.get("FERROLOOP_PY_SOCK") == "1":
         pytest.skip("ferroloop's native sock_* registrations")
