@@ -502,6 +502,14 @@ def test_cancelled_sendall_leaves_no_writer(loop):
 # registrations"): what must hold on both loops whatever the registration does. ---
 
 
+async def _wait_then_send(loop, sock, peer, data):
+    """A sock_recv on ``sock`` that has to wait, then ``data`` sent by ``peer``: what it got."""
+    task = loop.create_task(loop.sock_recv(sock, 100))
+    await asyncio.sleep(0.01)
+    peer.send(data)
+    return await task
+
+
 def test_waits_again_and_again_on_the_same_socket(loop):
     a, b = pair()
 
@@ -524,10 +532,7 @@ def test_wait_after_the_fd_number_went_to_another_socket(loop):
     a, b = pair()
 
     async def main():
-        task = loop.create_task(loop.sock_recv(a, 100))
-        await asyncio.sleep(0.01)
-        b.send(b"first")
-        assert await task == b"first"
+        assert await _wait_then_send(loop, a, b, b"first") == b"first"
         fd = a.fileno()
         a.close()
         c, d = pair()
@@ -540,10 +545,7 @@ def test_wait_after_the_fd_number_went_to_another_socket(loop):
             e.setblocking(False)
         assert e.fileno() == fd
         try:
-            task = loop.create_task(loop.sock_recv(e, 100))
-            await asyncio.sleep(0.01)
-            d.send(b"second")
-            return await task
+            return await _wait_then_send(loop, e, d, b"second")
         finally:
             e.close()
             d.close()
@@ -557,17 +559,11 @@ def test_wait_after_the_socket_was_wrapped_again(loop):
     a, b = pair()
 
     async def main():
-        task = loop.create_task(loop.sock_recv(a, 100))
-        await asyncio.sleep(0.01)
-        b.send(b"first")
-        assert await task == b"first"
+        assert await _wait_then_send(loop, a, b, b"first") == b"first"
         e = socket.socket(fileno=a.detach())
         e.setblocking(False)
         with e:
-            task = loop.create_task(loop.sock_recv(e, 100))
-            await asyncio.sleep(0.01)
-            b.send(b"second")
-            return await task
+            return await _wait_then_send(loop, e, b, b"second")
 
     with a, b:
         assert run(loop, main()) == b"second"
@@ -579,10 +575,7 @@ def test_readers_after_a_completed_wait(loop):
     a, b = pair()
 
     async def main():
-        task = loop.create_task(loop.sock_recv(a, 100))
-        await asyncio.sleep(0.01)
-        b.send(b"x")
-        await task
+        await _wait_then_send(loop, a, b, b"x")
         first_remove = loop.remove_reader(a)
         fired = loop.create_future()
         loop.add_reader(a, lambda: fired.done() or fired.set_result(a.recv(100)))

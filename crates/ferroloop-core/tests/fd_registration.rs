@@ -181,15 +181,20 @@ fn epoll_interest_follows_the_table() {
 
     assert!(lp.unwatch(fd, Direction::Write));
     assert!(lp.ev().fds().is_empty());
-    // Deleted from epoll: registering it afresh succeeds (EEXIST otherwise).
+    assert_deleted_from_epoll(&lp, fd);
+    lp.stopping.set(true);
+    lp.run_once();
+    assert!(lp.take_log().is_empty());
+}
+
+/// `fd` is no longer registered with the loop's epoll: registering it afresh succeeds (it would
+/// fail with EEXIST otherwise); the registration made here is deleted again.
+fn assert_deleted_from_epoll(lp: &TestLoop, fd: RawFd) {
     let poller = lp.ev().poller().unwrap().clone();
     poller
         .add(fd, fd as u64, READ)
         .expect("fd no longer registered");
     poller.delete(fd).unwrap();
-    lp.stopping.set(true);
-    lp.run_once();
-    assert!(lp.take_log().is_empty());
 }
 
 #[test]
@@ -308,12 +313,7 @@ fn the_loop_reports_and_lapses_a_lingering_registration() {
     lp.ev().lapse_fd(fd);
     assert!(!lp.ev().fd_lingers(fd, Direction::Read));
     assert!(lp.ev().fds().is_empty());
-    // Deleted from epoll: registering it afresh succeeds (EEXIST otherwise).
-    let poller = lp.ev().poller().unwrap().clone();
-    poller
-        .add(fd, fd as u64, READ)
-        .expect("fd no longer registered");
-    poller.delete(fd).unwrap();
+    assert_deleted_from_epoll(&lp, fd);
     // A lapse with nothing lingering changes nothing.
     lp.watch(fd, Direction::Read, "reader", noop);
     lp.ev().lapse_fd(fd);
