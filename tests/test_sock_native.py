@@ -295,6 +295,154 @@ def test_connect_refused(loop):
     )
 
 
+def _listener():
+    lsock = socket.create_server(("127.0.0.1", 0))
+    lsock.setblocking(False)
+    return lsock
+
+
+def test_connect_numeric_address_asks_ipaddr_info_not_getaddrinfo(loop, monkeypatch):
+    """A numeric host is resolved by ``base_events._ipaddr_info`` (looked up at each call, so a
+    patch of it is seen), with the socket's family, type and proto, and ``getaddrinfo`` is never
+    asked; the address it returns is the one connected to (IPv6's 4-tuple included)."""
+    from asyncio import base_events
+
+    seen = []
+    real = base_events._ipaddr_info
+
+    def spy(*args):
+        seen.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(base_events, "_ipaddr_info", spy)
+
+    async def no_getaddrinfo(*args, **kwargs):
+        raise AssertionError("getaddrinfo called for a numeric address")
+
+    monkeypatch.setattr(loop, "getaddrinfo", no_getaddrinfo)
+
+    async def main():
+        with _listener() as lsock:
+            port = lsock.getsockname()[1]
+            c = socket.socket()
+            c.setblocking(False)
+            with c:
+                await loop.sock_connect(c, ("127.0.0.1", port))
+                conn, _ = await loop.sock_accept(lsock)
+                conn.close()
+                assert c.getpeername() == ("127.0.0.1", port)
+
+    run(loop, main())
+    assert len(seen) == 1
+    host, port, family, type_, proto = seen[0]
+    assert host == "127.0.0.1" and family == socket.AF_INET
+    assert type_ == socket.SOCK_STREAM and proto == 0
+
+
+def test_connect_ipaddr_info_answer_is_the_address_connected_to(loop, monkeypatch):
+    """What ``_ipaddr_info`` answers is used as is, and ``None`` (not numeric) sends the call to
+    ``getaddrinfo`` with the socket's family, type and proto."""
+    from asyncio import base_events
+
+    async def main():
+        with _listener() as lsock:
+            port = lsock.getsockname()[1]
+            # A wrong port in the request, the right one in _ipaddr_info's answer.
+            monkeypatch.setattr(
+                base_events, "_ipaddr_info",
+                lambda host, p, family, type_, proto, *rest:
+                    (family, type_, proto, "", ("127.0.0.1", port)))
+            c = socket.socket()
+            c.setblocking(False)
+            with c:
+                await loop.sock_connect(c, ("127.0.0.1", 1))
+                assert c.getpeername() == ("127.0.0.1", port)
+                (await loop.sock_accept(lsock))[0].close()
+
+            monkeypatch.setattr(base_events, "_ipaddr_info", lambda *args: None)
+            asked = []
+
+            async def getaddrinfo(host, p, *, family=0, type=0, proto=0, flags=0):
+                asked.append((host, p, family, type, proto))
+                return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+            monkeypatch.setattr(loop, "getaddrinfo", getaddrinfo)
+            c = socket.socket()
+            c.setblocking(False)
+            with c:
+                await loop.sock_connect(c, ("127.0.0.1", 2))
+                assert c.getpeername() == ("127.0.0.1", port)
+                (await loop.sock_accept(lsock))[0].close()
+            assert asked == [("127.0.0.1", 2, socket.AF_INET, socket.SOCK_STREAM, 0)]
+
+    run(loop, main())
+
+
+def test_connect_replaced_ensure_resolved_is_awaited(loop, monkeypatch):
+    """A loop whose ``_ensure_resolved`` was replaced (on the instance) gets the call, with the
+    stdlib's keyword arguments, and its answer is the address connected to."""
+    calls = []
+
+    async def main():
+        with _listener() as lsock:
+            port = lsock.getsockname()[1]
+
+            async def ensure_resolved(address, *, family=0, type=0, proto=0, flags=0, loop):
+                calls.append((address, family, type, proto))
+                await asyncio.sleep(0)
+                return [(family, type, proto, "", ("127.0.0.1", port))]
+
+            monkeypatch.setattr(loop, "_ensure_resolved", ensure_resolved, raising=False)
+            c = socket.socket()
+            c.setblocking(False)
+            with c:
+                await loop.sock_connect(c, ("127.0.0.1", 3))
+                assert c.getpeername() == ("127.0.0.1", port)
+                (await loop.sock_accept(lsock))[0].close()
+
+    run(loop, main())
+    assert calls == [(("127.0.0.1", 3), socket.AF_INET, socket.SOCK_STREAM, 0)]
+    address, family, type_, _ = calls[0]
+    assert type(family) is socket.AddressFamily and type(type_) is socket.SocketKind
+
+
+@pytest.mark.parametrize("address, error", [
+    (("127.0.0.1",), ValueError),         # host, port = address[:2]
+    ("127.0.0.1", TypeError),             # a str: "1", "2" and ten more arguments
+    ((1234, 80), TypeError),              # '%' in host
+    (("127.0.0.1", 80, 0, 0, 0), TypeError),  # too many arguments for _ipaddr_info
+])
+def test_connect_bad_address_errors_as_the_stdlib(loop, address, error):
+    c = socket.socket()
+    c.setblocking(False)
+    with c:
+        with pytest.raises(error):
+            run(loop, loop.sock_connect(c, address))
+
+
+def test_connect_subclassed_socket_reads_its_properties(loop):
+    """A ``socket.socket`` subclass is asked for ``family`` through its own class, as the stdlib
+    does (``sock.family``): a subclass that reports another family is connected as that one."""
+    reads = []
+
+    class Sock(socket.socket):
+        @property
+        def family(self):
+            reads.append("family")
+            return super().family
+
+    async def main():
+        with _listener() as lsock:
+            c = Sock()
+            c.setblocking(False)
+            with c:
+                await loop.sock_connect(c, ("127.0.0.1", lsock.getsockname()[1]))
+                (await loop.sock_accept(lsock))[0].close()
+
+    run(loop, main())
+    assert reads
+
+
 def test_unix_connect_and_accept(loop, tmp_path):
     path = str(tmp_path / "s.sock")
 

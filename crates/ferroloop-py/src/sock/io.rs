@@ -47,6 +47,104 @@ thread_local! {
 /// `socket.socket` and the `recv` it inherits from `_socket.socket`.
 static SOCKET_TYPE: PyOnceLock<(Py<PyAny>, Py<PyAny>)> = PyOnceLock::new();
 
+/// `sock_connect`'s resolution step without its coroutine, when it is known to finish at once.
+///
+/// The stdlib's `sock_connect` awaits `self._ensure_resolved(address, family=sock.family,
+/// type=sock.type, proto=sock.proto, loop=self)` for an AF_INET/AF_INET6 socket. For an address
+/// whose host is already numeric (what `create_connection` hands it, after its own resolution)
+/// that coroutine returns `[_ipaddr_info(host, port, family, type, proto, *address[2:])]` without
+/// suspending; `socket.socket`'s `family` and `type` properties each build an enum member on the
+/// way (three Python frames apiece), and the coroutine is one more object and frame. Here, for
+/// an exact `socket.socket`, an exact tuple of at least two items and the stock
+/// `_ensure_resolved` (not replaced on the loop's class or instance), `base_events._ipaddr_info`
+/// (read from the module at each call, so a patch of it takes effect) is called directly with
+/// the socket's raw `_socket.socket` fields, which the enums only wrap: equal values, and the
+/// returned address, the only part used, does not contain them. When it answers `None` (a
+/// hostname) the coroutine runs as before, so `getaddrinfo` is reached exactly as on the stock
+/// loop. Errors from `_ipaddr_info` propagate as they would from inside the coroutine.
+struct ConnectFast {
+    socket_cls: Py<PyAny>,
+    /// `_socket.socket`'s getset descriptors `family`, `type`, `proto`.
+    raw: [Py<PyAny>; 3],
+    /// `base_events.BaseEventLoop._ensure_resolved` (ferroloop's loop borrows it).
+    ensure_resolved: Py<PyAny>,
+    base_events: Py<PyAny>,
+}
+
+#[derive(Clone, Copy)]
+enum Raw {
+    Family = 0,
+    Type = 1,
+    Proto = 2,
+}
+
+static CONNECT_FAST: PyOnceLock<ConnectFast> = PyOnceLock::new();
+
+impl ConnectFast {
+    fn get(py: Python<'_>) -> PyResult<&ConnectFast> {
+        CONNECT_FAST.get_or_try_init(py, || {
+            let raw_cls = py.import("_socket")?.getattr("socket")?;
+            let desc = |name: &str| -> PyResult<Py<PyAny>> {
+                Ok(raw_cls.getattr("__dict__")?.get_item(name)?.unbind())
+            };
+            let base_events = py.import("asyncio.base_events")?;
+            Ok(ConnectFast {
+                socket_cls: py.import("socket")?.getattr("socket")?.unbind(),
+                raw: [desc("family")?, desc("type")?, desc("proto")?],
+                ensure_resolved: base_events
+                    .getattr("BaseEventLoop")?
+                    .getattr("_ensure_resolved")?
+                    .unbind(),
+                base_events: base_events.into_any().unbind(),
+            })
+        })
+    }
+
+    /// The C field behind `sock.family`/`sock.type`/`sock.proto` (`sock` is a `_socket.socket`).
+    fn raw<'py>(&self, sock: &Bound<'py, PyAny>, which: Raw) -> PyResult<Bound<'py, PyAny>> {
+        let py = sock.py();
+        self.raw[which as usize]
+            .bind(py)
+            .call_method1(intern!(py, "__get__"), (sock,))
+    }
+
+    /// The resolved address when `_ensure_resolved` would return `_ipaddr_info`'s answer at once
+    /// (the struct's comment); `None`: run the coroutine.
+    fn numeric_address<'py>(
+        &self,
+        lp: &Bound<'py, LoopCore>,
+        sock: &Bound<'py, PyAny>,
+        address: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let py = sock.py();
+        let Ok(address) = address.cast_exact::<PyTuple>() else {
+            return Ok(None);
+        };
+        if address.len() < 2 {
+            return Ok(None);
+        }
+        let method = lp.as_any().getattr(intern!(py, "_ensure_resolved"))?;
+        match method.getattr(intern!(py, "__func__")) {
+            Ok(f) if f.is(self.ensure_resolved.bind(py)) => {}
+            _ => return Ok(None),
+        }
+        let mut args = vec![address.get_item(0)?, address.get_item(1)?];
+        args.push(self.raw(sock, Raw::Family)?);
+        args.push(self.raw(sock, Raw::Type)?);
+        args.push(self.raw(sock, Raw::Proto)?);
+        args.extend(address.iter().skip(2));
+        let info = self
+            .base_events
+            .bind(py)
+            .getattr(intern!(py, "_ipaddr_info"))?
+            .call1(PyTuple::new(py, args)?)?;
+        if info.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(info.get_item(4)?))
+    }
+}
+
 /// The outcome of one try of the operation.
 pub(super) enum Attempt {
     Done(Py<PyAny>),
@@ -247,8 +345,23 @@ impl SockOp {
                 }
             }
             Kind::Connect => {
-                let family: i64 = sock.getattr(intern!(py, "family"))?.extract()?;
+                let fast = ConnectFast::get(py)?;
+                let exact = sock.get_type().is(fast.socket_cls.bind(py));
+                let family: i64 = if exact {
+                    fast.raw(&sock, Raw::Family)?.extract()?
+                } else {
+                    sock.getattr(intern!(py, "family"))?.extract()?
+                };
                 if family == libc_af::INET || family == libc_af::INET6 {
+                    if exact {
+                        if let Some(address) =
+                            fast.numeric_address(&lp, &sock, &me.arg(py, false))?
+                        {
+                            let old = me.st.borrow_mut(py).a.replace(address.unbind());
+                            drop(old);
+                            return Self::connect(slf, &lp, &sock);
+                        }
+                    }
                     let kwargs = PyDict::new(py);
                     kwargs.set_item(intern!(py, "family"), sock.getattr(intern!(py, "family"))?)?;
                     kwargs.set_item(intern!(py, "type"), sock.getattr(intern!(py, "type"))?)?;
