@@ -32,6 +32,19 @@ def test_set_debug(loop):
     assert loop.get_debug() is False
 
 
+def test_private_debug_attribute_is_the_flag(loop):
+    """``loop._debug`` is what the stdlib's private code reads and assigns: it follows
+    ``set_debug``, and an assignment is what ``get_debug`` answers (the stock loop keeps the
+    object assigned, ferroloop its truth value: equal for the bools and ints code assigns)."""
+    assert loop._debug is False
+    loop.set_debug(True)
+    assert loop._debug is True
+    loop._debug = 0
+    assert loop.get_debug() == False and loop._debug == False  # noqa: E712
+    loop._debug = 1
+    assert loop.get_debug() == True and loop._debug == True  # noqa: E712
+
+
 def test_env_var_enables_debug_at_construction(loop_factory, monkeypatch):
     monkeypatch.setenv("PYTHONASYNCIODEBUG", "1")
     lp = loop_factory()

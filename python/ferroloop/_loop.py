@@ -276,14 +276,6 @@ class Loop(_native.LoopCore, NetworkingMixin, asyncio.AbstractEventLoop):
     _check_callback = borrow(_Base, "_check_callback")
     _check_thread = borrow(_Base, "_check_thread")
 
-    @property
-    def _debug(self):
-        return self.get_debug()
-
-    @_debug.setter
-    def _debug(self, enabled):
-        self._set_debug_flag(bool(enabled))
-
     def _debug_check_call(self, callback, method, check_thread):
         # Called by the native call_soon & co in debug mode only.
         if check_thread:

@@ -432,13 +432,18 @@ impl LoopCore {
         }
     }
 
-    fn _set_debug_flag(&self, enabled: bool) {
-        self.debug.store(enabled, Relaxed);
-    }
-
+    /// `loop._debug`, the stdlib's plain attribute (its private code and tests read and assign
+    /// it): a native data descriptor, so a read in the accept path or `create_connection` is no
+    /// Python frame; an assignment stores its truth value, as `set_debug` would.
     #[getter]
     fn _debug(&self) -> bool {
         self.debug()
+    }
+
+    #[setter(_debug)]
+    fn set_debug_attr(&self, enabled: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.debug.store(enabled.is_truthy()?, Relaxed);
+        Ok(())
     }
 
     /// Runs turns until `stop()`; the Python `run_forever` does the setup around it (turn.rs).
