@@ -301,6 +301,17 @@ def _listener():
     return lsock
 
 
+async def _connect_and_accept(loop, lsock, address, sock_class=socket.socket):
+    """``sock_connect`` a new non-blocking socket to ``address``; it must end up connected to
+    ``lsock``, whose connection is accepted and closed."""
+    c = sock_class()
+    c.setblocking(False)
+    with c:
+        await loop.sock_connect(c, address)
+        assert c.getpeername() == lsock.getsockname()
+        (await loop.sock_accept(lsock))[0].close()
+
+
 def test_connect_numeric_address_asks_ipaddr_info_not_getaddrinfo(loop, monkeypatch):
     """A numeric host is resolved by ``base_events._ipaddr_info`` (looked up at each call, so a
     patch of it is seen), with the socket's family, type and proto, and ``getaddrinfo`` is never
@@ -324,13 +335,7 @@ def test_connect_numeric_address_asks_ipaddr_info_not_getaddrinfo(loop, monkeypa
     async def main():
         with _listener() as lsock:
             port = lsock.getsockname()[1]
-            c = socket.socket()
-            c.setblocking(False)
-            with c:
-                await loop.sock_connect(c, ("127.0.0.1", port))
-                conn, _ = await loop.sock_accept(lsock)
-                conn.close()
-                assert c.getpeername() == ("127.0.0.1", port)
+            await _connect_and_accept(loop, lsock, ("127.0.0.1", port))
 
     run(loop, main())
     assert len(seen) == 1
@@ -352,12 +357,7 @@ def test_connect_ipaddr_info_answer_is_the_address_connected_to(loop, monkeypatc
                 base_events, "_ipaddr_info",
                 lambda host, p, family, type_, proto, *rest:
                     (family, type_, proto, "", ("127.0.0.1", port)))
-            c = socket.socket()
-            c.setblocking(False)
-            with c:
-                await loop.sock_connect(c, ("127.0.0.1", 1))
-                assert c.getpeername() == ("127.0.0.1", port)
-                (await loop.sock_accept(lsock))[0].close()
+            await _connect_and_accept(loop, lsock, ("127.0.0.1", 1))
 
             monkeypatch.setattr(base_events, "_ipaddr_info", lambda *args: None)
             asked = []
@@ -367,12 +367,7 @@ def test_connect_ipaddr_info_answer_is_the_address_connected_to(loop, monkeypatc
                 return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
 
             monkeypatch.setattr(loop, "getaddrinfo", getaddrinfo)
-            c = socket.socket()
-            c.setblocking(False)
-            with c:
-                await loop.sock_connect(c, ("127.0.0.1", 2))
-                assert c.getpeername() == ("127.0.0.1", port)
-                (await loop.sock_accept(lsock))[0].close()
+            await _connect_and_accept(loop, lsock, ("127.0.0.1", 2))
             assert asked == [("127.0.0.1", 2, socket.AF_INET, socket.SOCK_STREAM, 0)]
 
     run(loop, main())
@@ -393,12 +388,7 @@ def test_connect_replaced_ensure_resolved_is_awaited(loop, monkeypatch):
                 return [(family, type, proto, "", ("127.0.0.1", port))]
 
             monkeypatch.setattr(loop, "_ensure_resolved", ensure_resolved, raising=False)
-            c = socket.socket()
-            c.setblocking(False)
-            with c:
-                await loop.sock_connect(c, ("127.0.0.1", 3))
-                assert c.getpeername() == ("127.0.0.1", port)
-                (await loop.sock_accept(lsock))[0].close()
+            await _connect_and_accept(loop, lsock, ("127.0.0.1", 3))
 
     run(loop, main())
     assert calls == [(("127.0.0.1", 3), socket.AF_INET, socket.SOCK_STREAM, 0)]
@@ -433,11 +423,7 @@ def test_connect_subclassed_socket_reads_its_properties(loop):
 
     async def main():
         with _listener() as lsock:
-            c = Sock()
-            c.setblocking(False)
-            with c:
-                await loop.sock_connect(c, ("127.0.0.1", lsock.getsockname()[1]))
-                (await loop.sock_accept(lsock))[0].close()
+            await _connect_and_accept(loop, lsock, lsock.getsockname(), Sock)
 
     run(loop, main())
     assert reads
