@@ -47,6 +47,15 @@ thread_local! {
 /// `socket.socket` and the `recv` it inherits from `_socket.socket`.
 static SOCKET_TYPE: PyOnceLock<(Py<PyAny>, Py<PyAny>)> = PyOnceLock::new();
 
+/// `(socket.socket, _socket.socket.recv)`, looked up once.
+fn socket_type(py: Python<'_>) -> PyResult<&(Py<PyAny>, Py<PyAny>)> {
+    SOCKET_TYPE.get_or_try_init(py, || {
+        let cls = py.import("socket")?.getattr("socket")?;
+        let recv = py.import("_socket")?.getattr("socket")?.getattr("recv")?;
+        Ok((cls.unbind(), recv.unbind()))
+    })
+}
+
 /// `sock_connect`'s resolution step without its coroutine, when it is known to finish at once.
 ///
 /// The stdlib's `sock_connect` awaits `self._ensure_resolved(address, family=sock.family,
@@ -63,7 +72,6 @@ static SOCKET_TYPE: PyOnceLock<(Py<PyAny>, Py<PyAny>)> = PyOnceLock::new();
 /// hostname) the coroutine runs as before, so `getaddrinfo` is reached exactly as on the stock
 /// loop. Errors from `_ipaddr_info` propagate as they would from inside the coroutine.
 struct ConnectFast {
-    socket_cls: Py<PyAny>,
     /// `_socket.socket`'s getset descriptors `family`, `type`, `proto`.
     raw: [Py<PyAny>; 3],
     /// `base_events.BaseEventLoop._ensure_resolved` (ferroloop's loop borrows it).
@@ -89,7 +97,6 @@ impl ConnectFast {
             };
             let base_events = py.import("asyncio.base_events")?;
             Ok(ConnectFast {
-                socket_cls: py.import("socket")?.getattr("socket")?.unbind(),
                 raw: [desc("family")?, desc("type")?, desc("proto")?],
                 ensure_resolved: base_events
                     .getattr("BaseEventLoop")?
@@ -161,13 +168,7 @@ pub(super) enum Attempt {
 /// not applicable, call the method.
 fn fast_recv(sock: &Bound<'_, PyAny>, n: &Bound<'_, PyAny>) -> Option<PyResult<Attempt>> {
     let py = sock.py();
-    let (cls, recv) = SOCKET_TYPE
-        .get_or_try_init(py, || -> PyResult<_> {
-            let cls = py.import("socket")?.getattr("socket")?;
-            let recv = py.import("_socket")?.getattr("socket")?.getattr("recv")?;
-            Ok((cls.unbind(), recv.unbind()))
-        })
-        .ok()?;
+    let (cls, recv) = socket_type(py).ok()?;
     let ty = sock.get_type();
     if !ty.is(cls.bind(py)) {
         return None;
@@ -346,7 +347,7 @@ impl SockOp {
             }
             Kind::Connect => {
                 let fast = ConnectFast::get(py)?;
-                let exact = sock.get_type().is(fast.socket_cls.bind(py));
+                let exact = sock.get_type().is(socket_type(py)?.0.bind(py));
                 let family: i64 = if exact {
                     fast.raw(&sock, Raw::Family)?.extract()?
                 } else {

@@ -24,8 +24,8 @@
 //! * `sock_sendall` keeps sending from where the socket stopped (a `memoryview` slice, as the
 //!   stdlib) until all is sent; `sock_connect` first awaits `loop._ensure_resolved(...)` for
 //!   AF_INET/AF_INET6 sockets (for a numeric host, `_ipaddr_info`'s answer without the
-//!   coroutine: `io.rs`, `ConnectFast`), then connects, and on `EINPROGRESS` waits for writability and reads
-//!   `SO_ERROR` (`OSError(err, 'Connect call failed <address>')`).
+//!   coroutine: `io.rs`, `ConnectFast`), then connects, and on `EINPROGRESS` waits for
+//!   writability and reads `SO_ERROR` (`OSError(err, 'Connect call failed <address>')`).
 //!
 //! Files: this one holds the object and the coroutine protocol (`send`, `throw`, `close`, the
 //! fd and future callbacks); `io.rs` the operations (checks, the first try, the wait, the
