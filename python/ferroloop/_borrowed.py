@@ -19,8 +19,6 @@ Plain data, no imports: ``_borrowing`` reads it while ferroloop is being importe
 # "module.Class.name" of the stdlib function -> the versions (inclusive since, exclusive until,
 # as (major, minor)) that define it.
 VERSIONED: dict[str, dict[str, tuple[int, int]]] = {
-    # 3.12+: drops the transport's read/write callbacks, then _SelectorTransport.close.
-    "asyncio.selector_events._SelectorSocketTransport.close": {"since": (3, 12)},
     # 3.13+: also unlinks the path of a listening Unix socket (calls super()._stop_serving).
     "asyncio.unix_events._UnixSelectorEventLoop._stop_serving": {"since": (3, 13)},
 }

@@ -59,6 +59,8 @@ def version_in(since=None, until=None):
 
 SERVER_ATTACH_TAKES_TRANSPORT = PY313
 TRANSPORT_WRITELINES = PY312
+# 3.12+: _SelectorSocketTransport.close drops the read/write callbacks before closing.
+TRANSPORT_CLOSE_DROPS_CALLBACKS = PY312
 
 # ----------------------------------------------------------------------------------------------
 # Handles: repr and the callback-error message

@@ -24,13 +24,21 @@ Where the work is done:
   into Rust, and code that replaces ``transport.write`` on an instance (tests do) still can. The
   other methods are published the same way on their first lookup (``_Published``), so a
   connection pays only for what it uses.
+* **The end of a connection, in Rust** (``transport/close.rs``): the reader's EOF
+  (``_read_ready__on_eof``'s steps, while the class has the stdlib's), ``close`` and
+  ``_call_connection_lost``. The class's ``close`` and ``_call_connection_lost`` are one-line
+  functions calling the core, so that the handle ``close`` schedules holds the transport's bound
+  ``_call_connection_lost`` (its repr names it as the stdlib's does) and a subclass's override
+  still wins. 3.12+'s ``close`` also drops the read/write callbacks first, as the stdlib's does
+  (``_compat.TRANSPORT_CLOSE_DROPS_CALLBACKS``).
 * **Everything else, the stdlib's own functions** (``_borrowing.borrow_into``, which fails
-  ``import ferroloop`` when a name is missing; 3.12+'s ``_SelectorSocketTransport.close`` is
-  declared as such in ``_borrowed.py``): ``selector_events._SelectorTransport``'s and
-  ``_SelectorSocketTransport``'s ``close``, ``abort``, ``_force_close``, ``_fatal_error``,
-  ``_call_connection_lost`` (which calls ``super()``: borrowed with ``super_layer=``),
-  ``_read_ready__on_eof``, ``write_eof``, the sendfile waiters, ``__repr__`` and ``__del__``, plus, inherited, ``_FlowControlMixin``'s buffer limits
-  and ``BaseTransport.get_extra_info`` (and 3.11's ``WriteTransport.writelines``). Their
+  ``import ferroloop`` when a name is missing): ``selector_events._SelectorTransport``'s and
+  ``_SelectorSocketTransport``'s ``abort``, ``_force_close``, ``_fatal_error``,
+  ``_read_ready__on_eof`` (called instead of the native EOF steps in a subclass that replaces
+  it), ``write_eof``, the sendfile waiters, ``__repr__`` and ``__del__``, and
+  ``_SelectorTransport``'s ``close`` and ``_call_connection_lost`` (what a subclass's
+  ``super()`` reaches from the layer above), plus, inherited, ``_FlowControlMixin``'s buffer
+  limits and ``BaseTransport.get_extra_info`` (and 3.11's ``WriteTransport.writelines``). Their
   messages, logging and version differences are CPython's own. The private attributes each of
   them reads and assigns, per Python version, are in ``tests/borrowed_manifest/<version>.toml``
   (``tests/test_borrowed_manifest.py`` regenerates it and checks they all exist here).
@@ -193,6 +201,14 @@ class _SelectorSocketTransport(_TransportLayer):
         # core).
         _setup(self, loop, sock, protocol, waiter, extra, server)
 
+    # The end of a connection (transport/close.rs): the version's `close` and both levels of
+    # `_call_connection_lost`, in the core.
+    def close(self):
+        self._core.close(self)
+
+    def _call_connection_lost(self, exc):
+        self._core._call_connection_lost(self, exc)
+
 
 borrow_into(
     _SelectorSocketTransport,
@@ -201,10 +217,8 @@ borrow_into(
         "_read_ready__on_eof",
         "write_eof",
         "can_write_eof",
-        "_call_connection_lost",
         "_make_empty_waiter",
         "_reset_empty_waiter",
-        "close",  # 3.12+: drops the read/write callbacks, then _SelectorTransport.close
     ],
 )
 
@@ -218,4 +232,10 @@ _native.TransportCore._configure(
     _TransportLayer.set_protocol,
     futures._set_result_unless_cancelled,
     base_events._set_nodelay,
+)
+_native.TransportCore._configure_close(
+    _SelectorSocketTransport._read_ready__on_eof,
+    _SelectorSocketTransport.close,
+    _compat.TRANSPORT_CLOSE_DROPS_CALLBACKS,
+    _SERVER_TRACKS_CLIENTS,
 )

@@ -2,9 +2,10 @@
 //!
 //! `python/ferroloop/_transport.py` defines the transport class users see: a subclass of
 //! `asyncio.transports._FlowControlMixin` and `asyncio.Transport` (so `isinstance` checks and the
-//! stdlib's sendfile fallback accept it), whose rare paths (close, abort, fatal errors,
-//! `connection_lost`, EOF, sendfile waiters, repr) are the stdlib's own functions. Its state, and
-//! everything done once per read or write, live here in `TransportCore`:
+//! stdlib's sendfile fallback accept it), whose rare paths (abort, fatal errors, `write_eof`,
+//! sendfile waiters, repr) are the stdlib's own functions. Its state, everything done once per
+//! read or write, and the ordinary end of a connection (EOF, `close`, `connection_lost`) live
+//! here in `TransportCore`:
 //!
 //! * `state.rs`: the fields, declared once (`transport_state!`), and the descriptors that make
 //!   them the Python class's private attributes (`transport._closing` is the core's `closing`).
@@ -15,6 +16,8 @@
 //! * `write.rs`: `write` / `writelines` try the socket at once and buffer only what it did not
 //!   take; the writer callback `_write_ready` sends the buffer with one `sendmsg`;
 //!   `pause_writing`/`resume_writing` at the high and low water marks. `buffer.rs`: the buffer.
+//! * `close.rs`: the end of a connection, `_read_ready__on_eof`, `close` and
+//!   `_call_connection_lost`, the stdlib's steps without its Python frames.
 //! * `accept.rs`: `accept_nonblocking`, one `accept` on a listening TCP socket for
 //!   `_accept.py`'s loop, the new socket non-blocking from the start.
 //! * `names.rs`: every Python name called from here. `sys.rs`: fds, buffers, errno.
@@ -30,6 +33,7 @@
 
 mod accept;
 mod buffer;
+mod close;
 mod names;
 mod read;
 mod setup;
@@ -200,6 +204,40 @@ impl TransportCore {
             set_result_unless_cancelled,
             set_nodelay,
         )
+    }
+
+    /// What the native end of a connection compares against (close.rs), once, by
+    /// `_transport.py`.
+    #[staticmethod]
+    fn _configure_close(
+        py: Python<'_>,
+        read_ready_on_eof: Bound<'_, PyAny>,
+        close: Bound<'_, PyAny>,
+        drops_callbacks: bool,
+        tracks_clients: bool,
+    ) -> PyResult<()> {
+        close::configure(
+            py,
+            read_ready_on_eof,
+            close,
+            drops_callbacks,
+            tracks_clients,
+        )
+    }
+
+    /// `_SelectorSocketTransport.close()` of the running version (close.rs).
+    fn close(&self, py: Python<'_>, transport: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.close_impl(py, transport)
+    }
+
+    /// `_SelectorSocketTransport._call_connection_lost(exc)` and `super()`'s (close.rs).
+    fn _call_connection_lost(
+        &self,
+        py: Python<'_>,
+        transport: &Bound<'_, PyAny>,
+        exc: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        self.call_connection_lost_impl(py, transport, exc)
     }
 
     /// The socket transport's constructor (`_SelectorTransport.__init__` and

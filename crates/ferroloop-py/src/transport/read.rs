@@ -139,7 +139,7 @@ impl TransportCore {
     }
 
     /// `logger.debug(message, transport)` on asyncio's logger.
-    fn debug_log(&self, py: Python<'_>, message: &str) -> PyResult<()> {
+    pub(super) fn debug_log(&self, py: Python<'_>, message: &str) -> PyResult<()> {
         py.import(names::asyncio_log(py))?
             .getattr(names::logger(py))?
             .call_method1(names::debug(py), (message, self.transport(py)))?;
@@ -254,13 +254,6 @@ impl TransportCore {
             res,
             "Fatal error: protocol.buffer_updated() call failed.",
         )?;
-        Ok(())
-    }
-
-    /// `_read_ready__on_eof`: the stdlib's function on the Python class (rare path).
-    fn on_eof(&self, py: Python<'_>) -> PyResult<()> {
-        self.transport(py)
-            .call_method0(names::read_ready_on_eof(py))?;
         Ok(())
     }
 }
