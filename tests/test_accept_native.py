@@ -288,6 +288,7 @@ def test_accepted_socket_is_what_accept_and_setblocking_make(loop, host):
                     transport.get_extra_info("peername"),
                     transport.get_extra_info("sockname") == sock.getsockname(),
                     type(sock._sock) if hasattr(sock, "_sock") else None,
+                    (sock._sock._io_refs, sock._sock._closed),
                 )
             )
 
@@ -306,9 +307,41 @@ def test_accepted_socket_is_what_accept_and_setblocking_make(loop, host):
     family = socket.AF_INET if host == "127.0.0.1" else socket.AF_INET6
     assert seen == [
         (family, socket.SOCK_STREAM, proto, 0.0, True, True, False, client_name, True,
-         socket.socket)
+         socket.socket, (0, False))
     ]
     assert type(seen[0][7]) is tuple and type(seen[0][7][0]) is str
+
+
+def test_a_replaced_socket_init_makes_the_accepted_socket(loop, monkeypatch):
+    """ferroloop makes the accepted `socket.socket` without its Python `__init__` only while that
+    `__init__` is the `socket` module's: a replacement is called, as `sock.accept()` calls it."""
+    made = []
+    original = socket.socket.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        made.append(self)
+
+    class Probe(Echo):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self.log.append(transport.get_extra_info("socket")._sock)
+
+    log = []
+
+    async def main():
+        server = await loop.create_server(lambda: Probe(log), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            monkeypatch.setattr(socket.socket, "__init__", init)
+            client = socket.create_connection(("127.0.0.1", port))
+            with client:
+                while len(log) < 2:
+                    await asyncio.sleep(0.005)
+            monkeypatch.undo()
+
+    _run(loop, main())
+    assert log[1] in made
 
 
 def test_churned_connections_leave_no_descriptor_behind(loop):

@@ -10,6 +10,10 @@
 //!   listening socket's family, type and proto, as `socket.accept` builds it (`SOCK_NONBLOCK` in
 //!   the type makes CPython set its timeout to 0.0 without an `ioctl`; `conn.type` has the flag
 //!   stripped, as always).
+//!   While `socket.socket.__init__` is still the `socket` module's own, the object is made as
+//!   that `__init__` makes it, without its Python frame: `socket.socket.__new__`, then
+//!   `_socket.socket.__init__(conn, family, type, proto, fd)`, then `_io_refs = 0` and
+//!   `_closed = False`.
 //! * The address is what CPython's `makesockaddr` builds: `(host, port)` for IPv4 (the dotted
 //!   quad), `(host, port, flowinfo, scope_id)` for IPv6, with `host` from `socket.inet_ntop`
 //!   (CPython's own call). Other families are not handled here (`_accept.py` keeps
@@ -28,12 +32,50 @@ use std::net::{SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 
 static SOCKET: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+/// `socket.socket.__init__` and `_socket.socket.__init__`, as the first accept found them.
+static INITS: PyOnceLock<(Py<PyAny>, Py<PyAny>)> = PyOnceLock::new();
 
 /// The `socket` module (its `socket` class is read at each call, so a patch takes effect).
 fn socket_module(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
     Ok(SOCKET
         .get_or_try_init(py, || PyModule::import(py, "socket").map(Bound::unbind))?
         .bind(py))
+}
+
+/// `socket_class(family, type, proto, fd)` (module comment). The socket object owns the fd once
+/// its `_socket.socket.__init__` went through; before that, an error closes it (`fd` dropped).
+fn new_socket<'py>(
+    socket_class: &Bound<'py, PyAny>,
+    family: i32,
+    type_: i32,
+    proto: i32,
+    fd: OwnedFd,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = socket_class.py();
+    let (init, c_init) = INITS.get_or_try_init(py, || -> PyResult<_> {
+        let module = socket_module(py)?;
+        let python_init = module.getattr("socket")?.getattr("__init__")?;
+        let c_init = py
+            .import("_socket")?
+            .getattr("socket")?
+            .getattr("__init__")?;
+        Ok((python_init.unbind(), c_init.unbind()))
+    })?;
+    let raw = fd.as_raw_fd();
+    if !socket_class
+        .getattr(intern!(py, "__init__"))?
+        .is(init.bind(py))
+    {
+        let conn = socket_class.call1((family, type_, proto, raw))?;
+        let _ = fd.into_raw_fd();
+        return Ok(conn);
+    }
+    let conn = socket_class.call_method1(intern!(py, "__new__"), (socket_class,))?;
+    c_init.bind(py).call1((&conn, family, type_, proto, raw))?;
+    let _ = fd.into_raw_fd();
+    conn.setattr(intern!(py, "_io_refs"), 0)?;
+    conn.setattr(intern!(py, "_closed"), false)?;
+    Ok(conn)
 }
 
 /// `accept4(fd, SOCK_NONBLOCK | SOCK_CLOEXEC)`, retried on `EINTR` after the signal handlers ran.
@@ -111,10 +153,7 @@ pub fn accept_nonblocking<'py>(
     };
     let nonblock = SocketFlags::NONBLOCK.bits() as i32;
     let socket_class = socket_module(py)?.getattr(intern!(py, "socket"))?;
-    // Until the socket object exists, `conn_fd` owns the fd: an error closes it.
-    let conn = socket_class.call1((family, type_ | nonblock, proto, conn_fd.as_raw_fd()))?;
-    // The socket object owns the fd now.
-    let _ = conn_fd.into_raw_fd();
+    let conn = new_socket(&socket_class, family, type_ | nonblock, proto, conn_fd)?;
     let addr = match address(py, addr)? {
         Some(a) => a,
         None => conn.call_method0(intern!(py, "getpeername"))?,
