@@ -176,6 +176,9 @@ def collect():
     for classes, self_kind in ((LOOP_CLASSES, "loop"), (TRANSPORT_CLASSES, "transport")):
         for cls in classes:
             for name, value in vars(cls).items():
+                # A native descriptor standing over a stdlib function (the transport's __del__).
+                if not isinstance(value, types.FunctionType):
+                    value = getattr(value, "__wrapped__", value)
                 if isinstance(value, types.FunctionType) and _is_stdlib(value):
                     add(f"{_short(cls)}.{name}", value, "borrowed", self_kind)
         # Inherited from a stdlib class (the transports' _FlowControlMixin & co.).

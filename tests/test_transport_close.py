@@ -340,3 +340,48 @@ def test_eof_in_debug_mode_is_logged(loop, caplog):
 
     st = _run(loop, main())
     assert any(r.getMessage() == f"{st!r} received EOF" for r in caplog.records)
+
+
+def test_an_unclosed_transport_warns_and_closes_its_socket_when_collected(loop):
+    import gc
+    import warnings
+
+    async def main():
+        lp = asyncio.get_running_loop()
+        server, st, sp, ct, cp = await _pair(Recorder(), Recorder())
+        raw = ct._sock
+        # Forget it without closing: what the stdlib's __del__ is for.
+        lp._transports.pop(ct._sock_fd, None)
+        lp._remove_reader(ct._sock_fd)
+        text = repr(ct)
+        cp.transport = None
+        del ct
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            gc.collect()
+        state = (raw.fileno(), [(w.category, str(w.message)) for w in caught])
+        await sp.done  # the server's side saw the EOF
+        await _close_all(server, st)
+        return text, state
+
+    text, (fileno, caught) = _run(loop, main())
+    assert fileno == -1
+    assert (ResourceWarning, f"unclosed transport {text}") in caught
+
+
+def test_a_closed_transports_del_does_nothing(loop):
+    import warnings
+
+    async def main():
+        server, st, sp, ct, cp = await _pair(Recorder(), Recorder())
+        ct.close()
+        await cp.done
+        await _close_all(server, st)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ct.__del__()
+        return caught, type(ct).__del__
+
+    caught, cls_del = _run(loop, main())
+    assert caught == []
+    assert cls_del.__qualname__ == "_SelectorTransport.__del__"

@@ -20,6 +20,7 @@ __all__ = [
     "SockOp",
     "TimerHandle",
     "TransportCore",
+    "TransportFinalizer",
     "WriteBuffer",
     "DatagramCore",
     "accept_nonblocking",
@@ -194,6 +195,12 @@ class WriteBuffer:
     def clear(self) -> None: ...
 
 @final
+class TransportFinalizer:
+    @property
+    def __wrapped__(self) -> Callable[..., None]: ...
+    def __get__(self, instance: Any, owner: type | None = None, /) -> Callable[[], None]: ...
+
+@final
 class TransportCore:
     """The native state and per-packet work of a stream transport (see _transport.py). Its
     fields are the Python transport's private attributes, through the descriptors that
@@ -216,6 +223,8 @@ class TransportCore:
     def _configure_close(
         read_ready_on_eof: Any, close: Any, drops_callbacks: bool, tracks_clients: bool
     ) -> None: ...
+    @staticmethod
+    def _finalizer(stdlib_del: Any) -> TransportFinalizer: ...
     def close(self, transport: Any) -> None: ...
     def _call_connection_lost(self, transport: Any, exc: BaseException | None) -> None: ...
     @staticmethod

@@ -26,7 +26,8 @@ Where the work is done:
   connection pays only for what it uses.
 * **The end of a connection, in Rust** (``transport/close.rs``): the reader's EOF
   (``_read_ready__on_eof``'s steps, while the class has the stdlib's), ``close`` and
-  ``_call_connection_lost``. The class's ``close`` and ``_call_connection_lost`` are one-line
+  ``_call_connection_lost``, and ``__del__`` for a closed transport (the stdlib's for an
+  unclosed one). The class's ``close`` and ``_call_connection_lost`` are one-line
   functions calling the core, so that the handle ``close`` schedules holds the transport's bound
   ``_call_connection_lost`` (its repr names it as the stdlib's does) and a subclass's override
   still wins. 3.12+'s ``close`` also drops the read/write callbacks first, as the stdlib's does
@@ -176,6 +177,11 @@ borrow_into(
         "_call_connection_lost",
     ],
 )
+
+# `__del__` over the stdlib's: nothing runs in Python for a transport that was closed
+# (transport/close.rs, `TransportFinalizer`); `_TransportLayer.__del__` is still the stdlib's
+# function.
+_TransportLayer.__del__ = _native.TransportCore._finalizer(vars(_TransportLayer)["__del__"])
 
 # The stdlib's private attributes, each a data descriptor over the field of the instance's core
 # (`transport._closing` is the core's `closing`): the fields and their names are listed once, in

@@ -38,6 +38,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     loop_core::install_traverse(m.py());
     m.add_class::<sock::SockOp>()?;
     m.add_class::<transport::TransportCore>()?;
+    m.add_class::<transport::TransportFinalizer>()?;
     m.add_class::<transport::WriteBuffer>()?;
     m.add_class::<transport::DatagramCore>()?;
     m.add_function(wrap_pyfunction!(transport::accept_nonblocking, m)?)?;

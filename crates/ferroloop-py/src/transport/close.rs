@@ -30,6 +30,12 @@
 //!   `sock.close()` on a plain `socket.socket` whose `close` and `_real_close` are still the
 //!   `socket` module's is what they do (`_closed = True`, then `_socket.socket.close` unless
 //!   `_io_refs` is positive), without their two frames.
+//! * **`__del__`** (`TransportFinalizer`, the class's `__del__`): CPython's finalizer looks it up
+//!   on every transport it frees. On a transport that no longer holds its socket (every
+//!   connection that was closed), where the stdlib's `__del__` does nothing, it answers a native
+//!   function that does nothing, without a Python frame; on any other (an unclosed transport:
+//!   the `ResourceWarning`, closing the socket, 3.13's `_detach`), the stdlib's bound `__del__`.
+//!   Looked up on the class, it is the stdlib's function.
 //!
 //! What differs, and only in how it looks: a traceback through these paths shows
 //! `_transport.py`'s one-line `close` / `_call_connection_lost` instead of the stdlib's frames
@@ -37,6 +43,7 @@
 //! `data_received` shows none of the read handler), and in debug mode the repr of the handle
 //! that calls `_call_connection_lost` gives `_transport.py` as the function's source.
 
+use super::state::TransportAttribute;
 use super::{names, TransportCore};
 use pyo3::exceptions::{PyConnectionError, PyRuntimeError};
 use pyo3::ffi;
@@ -293,4 +300,59 @@ fn close_socket(c: &CloseConfig, sock: &Bound<'_, PyAny>) -> PyResult<()> {
         c.c_close.bind(py).call1((sock,))?;
     }
     Ok(())
+}
+
+/// The transport class's `__del__` (module comment).
+#[pyclass(frozen, module = "ferroloop._native", name = "TransportFinalizer")]
+pub struct TransportFinalizer {
+    /// The stdlib's `__del__`, borrowed onto the transport class.
+    stdlib: Py<PyAny>,
+}
+
+/// What a finished transport's `__del__` is: nothing to do.
+#[pyfunction]
+#[pyo3(name = "__del__")]
+fn finished_transport_del() {}
+
+static FINISHED_DEL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+impl TransportFinalizer {
+    pub(super) fn new(stdlib: Py<PyAny>) -> Self {
+        TransportFinalizer { stdlib }
+    }
+}
+
+#[pymethods]
+impl TransportFinalizer {
+    /// The stdlib's `__del__` this one stands over (what `tests/test_borrowed_manifest.py` records).
+    #[getter]
+    fn __wrapped__(&self, py: Python<'_>) -> Py<PyAny> {
+        self.stdlib.clone_ref(py)
+    }
+
+    fn __get__(
+        &self,
+        py: Python<'_>,
+        instance: &Bound<'_, PyAny>,
+        owner: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        if instance.is_none() {
+            return Ok(self.stdlib.clone_ref(py)); // looked up on the class
+        }
+        if let Some(core) = TransportAttribute::core_of(instance)? {
+            if core.get().st.borrow(py).sock.is_none() {
+                let noop = FINISHED_DEL.get_or_try_init(py, || -> PyResult<_> {
+                    Ok(wrap_pyfunction!(finished_transport_del, py)?
+                        .into_any()
+                        .unbind())
+                })?;
+                return Ok(noop.clone_ref(py));
+            }
+        }
+        Ok(self
+            .stdlib
+            .bind(py)
+            .call_method1(intern!(py, "__get__"), (instance, owner))?
+            .unbind())
+    }
 }

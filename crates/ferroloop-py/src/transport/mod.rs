@@ -44,6 +44,7 @@ mod write;
 
 pub use accept::accept_nonblocking;
 pub use buffer::WriteBuffer;
+pub use close::TransportFinalizer;
 pub use udp::DatagramCore;
 
 use crate::gil::GilCell;
@@ -223,6 +224,12 @@ impl TransportCore {
             drops_callbacks,
             tracks_clients,
         )
+    }
+
+    /// The transport class's `__del__` over the stdlib's (close.rs, `TransportFinalizer`).
+    #[staticmethod]
+    fn _finalizer(stdlib_del: Py<PyAny>) -> close::TransportFinalizer {
+        close::TransportFinalizer::new(stdlib_del)
     }
 
     /// `_SelectorSocketTransport.close()` of the running version (close.rs).

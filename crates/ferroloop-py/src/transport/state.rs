@@ -191,7 +191,9 @@ pub struct TransportAttribute {
 
 impl TransportAttribute {
     /// The core of a Python transport; `None` before its constructor created one.
-    fn core_of<'py>(instance: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, TransportCore>>> {
+    pub(super) fn core_of<'py>(
+        instance: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, TransportCore>>> {
         let py = instance.py();
         match instance.getattr(names::core(py)) {
             Ok(core) => Ok(Some(core.cast_into::<TransportCore>()?)),
