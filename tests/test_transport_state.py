@@ -173,3 +173,41 @@ def test_reading_starts_after_connection_made(loop):
     assert eager == ["made", "data"]
     assert while_paused == ["made"]
     assert resumed == ["made", "data"]
+
+
+def test_ferroloop_make_socket_transport_calls_a_subclass_init(ferroloop_mod, monkeypatch):
+    """`loop._make_socket_transport` makes the transport without the class's `__init__` frame
+    (`TransportCore._make`) only while that `__init__` is `_transport.py`'s own: a subclass's
+    is called, with the stdlib's arguments, and the result is the same state either way."""
+    from ferroloop import _net, _transport
+
+    seen = []
+
+    class Sub(_transport._SelectorSocketTransport):
+        def __init__(self, *args):
+            seen.append(args)
+            super().__init__(*args)
+
+    loop = ferroloop_mod.new_event_loop()
+
+    async def main():
+        server, plain, _ = await _connection(asyncio.Protocol)
+        monkeypatch.setattr(_net, "_SOCKET_TRANSPORT", Sub)
+        _, sub, _ = await _connection(asyncio.Protocol)
+        monkeypatch.undo()
+        state = [(type(t), t._closing, t._conn_lost, t._server, t.get_extra_info("peername")
+                  is not None, t._protocol_connected, type(t._loop)) for t in (plain, sub)]
+        sub_sock = sub._sock
+        await _close(server, plain)
+        await _close(server, sub)
+        return state, sub_sock
+
+    try:
+        (plain_state, sub_state), sub_sock = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    # Both ends of the second connection: the client's (with its waiter) and the server's.
+    assert len(seen) == 2 and all(len(args) == 6 and args[0] is loop for args in seen)
+    assert sub_sock in [args[1] for args in seen]
+    assert sub_state[0] is Sub and plain_state[0] is _transport._SelectorSocketTransport
+    assert plain_state[1:] == sub_state[1:]

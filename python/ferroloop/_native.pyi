@@ -28,6 +28,7 @@ __all__ = [
 
 _T = TypeVar("_T")
 _R = TypeVar("_R", covariant=True)
+_Tr = TypeVar("_Tr")
 _Ts = TypeVarTuple("_Ts")
 
 @final
@@ -211,18 +212,25 @@ class TransportCore:
     def _attributes() -> dict[str, Any]: ...
     @staticmethod
     def _configure(
+        transport_class: type,
         tracks_clients: bool,
         native_writelines: bool,
+        close_drops_callbacks: bool,
         transport_socket: Any,
         buffered_protocol: Any,
-        set_protocol: Any,
         set_result_unless_cancelled: Any,
         set_nodelay: Any,
     ) -> None: ...
     @staticmethod
-    def _configure_close(
-        read_ready_on_eof: Any, close: Any, drops_callbacks: bool, tracks_clients: bool
-    ) -> None: ...
+    def _make(
+        cls: type[_Tr],
+        loop_: Any,
+        sock: Any,
+        protocol: Any,
+        waiter: Any = None,
+        extra: Any = None,
+        server: Any = None,
+    ) -> _Tr: ...
     @staticmethod
     def _finalizer(stdlib_del: Any) -> TransportFinalizer: ...
     def close(self, transport: Any) -> None: ...

@@ -72,7 +72,7 @@ import os
 import selectors
 from asyncio import base_events, selector_events, unix_events
 
-from . import _transport, _udp
+from . import _native, _transport, _udp
 from ._accept import AcceptMixin
 from ._borrowing import borrow, borrow_into
 
@@ -222,6 +222,8 @@ _SOCKET_TRANSPORT = (
 )
 
 
+_make_transport = _native.TransportCore._make
+
 # The stdlib's _make_ssl_transport builds its own _SelectorSocketTransport by name under the
 # SSLProtocol: the same function, seeing ferroloop's transport under that name.
 _SelectorNetworking._make_ssl_transport = borrow(
@@ -259,7 +261,8 @@ class NetworkingMixin(_SelectorNetworking):
         return view
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
-        return _SOCKET_TRANSPORT(self, sock, protocol, waiter, extra, server)
+        # `_SOCKET_TRANSPORT(self, sock, ...)`, without the native class's `__init__` frame.
+        return _make_transport(_SOCKET_TRANSPORT, self, sock, protocol, waiter, extra, server)
 
     @property
     def _selector(self):

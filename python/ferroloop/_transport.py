@@ -229,19 +229,14 @@ borrow_into(
 )
 
 _setup = _native.TransportCore._setup
-# What the native constructor needs from the stdlib, and the running version's switches.
+# The class, what the native half needs from the stdlib, and the running version's switches.
 _native.TransportCore._configure(
+    _SelectorSocketTransport,
     _SERVER_TRACKS_CLIENTS,
     _NATIVE_WRITELINES,
+    _compat.TRANSPORT_CLOSE_DROPS_CALLBACKS,
     trsock.TransportSocket,
     protocols.BufferedProtocol,
-    _TransportLayer.set_protocol,
     futures._set_result_unless_cancelled,
     base_events._set_nodelay,
-)
-_native.TransportCore._configure_close(
-    _SelectorSocketTransport._read_ready__on_eof,
-    _SelectorSocketTransport.close,
-    _compat.TRANSPORT_CLOSE_DROPS_CALLBACKS,
-    _SERVER_TRACKS_CLIENTS,
 )

@@ -70,18 +70,18 @@ pub(super) struct CloseConfig {
 
 static CLOSE_CONFIG: PyOnceLock<CloseConfig> = PyOnceLock::new();
 
-/// `TransportCore._configure_close(...)`: called once by `_transport.py` at import.
+/// From `TransportCore._configure(...)`, called once by `_transport.py` at import: the
+/// transport class's `_read_ready__on_eof` and `close`, as it has them then.
 pub(super) fn configure(
     py: Python<'_>,
-    on_eof: Bound<'_, PyAny>,
-    close: Bound<'_, PyAny>,
+    transport_class: &Bound<'_, PyAny>,
     drops_callbacks: bool,
     tracks_clients: bool,
 ) -> PyResult<()> {
     let socket_class = py.import("socket")?.getattr("socket")?;
     let config = CloseConfig {
-        on_eof: on_eof.unbind(),
-        close: close.unbind(),
+        on_eof: transport_class.getattr("_read_ready__on_eof")?.unbind(),
+        close: transport_class.getattr("close")?.unbind(),
         drops_callbacks,
         tracks_clients,
         socket_close: socket_class.getattr("close")?.unbind(),
@@ -101,7 +101,7 @@ pub(super) fn configure(
 fn config(py: Python<'_>) -> PyResult<&CloseConfig> {
     CLOSE_CONFIG
         .get(py)
-        .ok_or_else(|| PyRuntimeError::new_err("TransportCore._configure_close was not called"))
+        .ok_or_else(|| PyRuntimeError::new_err("TransportCore._configure was not called"))
 }
 
 /// Runs `f` with `exc` as the exception being handled (what a `finally:` block that an exception

@@ -181,49 +181,50 @@ impl TransportCore {
         });
     }
 
-    /// The stdlib objects and version switches `_setup` uses (setup.rs), once, by
-    /// `_transport.py`.
+    /// The transport class and the stdlib objects and version switches its native half uses
+    /// (setup.rs, close.rs), once, by `_transport.py`.
     #[staticmethod]
     #[allow(clippy::too_many_arguments)]
     fn _configure(
         py: Python<'_>,
+        transport_class: Bound<'_, PyAny>,
         tracks_clients: bool,
         native_writelines: bool,
+        close_drops_callbacks: bool,
         transport_socket: Bound<'_, PyAny>,
         buffered_protocol: Bound<'_, PyAny>,
-        set_protocol: Bound<'_, PyAny>,
         set_result_unless_cancelled: Bound<'_, PyAny>,
         set_nodelay: Bound<'_, PyAny>,
     ) -> PyResult<()> {
         setup::configure(
             py,
+            &transport_class,
             tracks_clients,
             native_writelines,
             transport_socket,
             buffered_protocol,
-            set_protocol,
             set_result_unless_cancelled,
             set_nodelay,
-        )
+        )?;
+        close::configure(py, &transport_class, close_drops_callbacks, tracks_clients)
     }
 
-    /// What the native end of a connection compares against (close.rs), once, by
-    /// `_transport.py`.
+    /// `cls(loop, sock, protocol, waiter, extra, server)`, without the `__init__` frame while
+    /// `cls.__init__` is the transport class's own (setup.rs).
     #[staticmethod]
-    fn _configure_close(
-        py: Python<'_>,
-        read_ready_on_eof: Bound<'_, PyAny>,
-        close: Bound<'_, PyAny>,
-        drops_callbacks: bool,
-        tracks_clients: bool,
-    ) -> PyResult<()> {
-        close::configure(
-            py,
-            read_ready_on_eof,
-            close,
-            drops_callbacks,
-            tracks_clients,
-        )
+    #[pyo3(signature = (cls, loop_, sock, protocol, waiter=None, extra=None, server=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn _make<'py>(
+        py: Python<'py>,
+        cls: &Bound<'py, PyAny>,
+        loop_: &Bound<'py, PyAny>,
+        sock: &Bound<'py, PyAny>,
+        protocol: &Bound<'py, PyAny>,
+        waiter: Option<&Bound<'py, PyAny>>,
+        extra: Option<&Bound<'py, PyAny>>,
+        server: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Self::make_impl(py, cls, loop_, sock, protocol, waiter, extra, server)
     }
 
     /// The transport class's `__del__` over the stdlib's (close.rs, `TransportFinalizer`).

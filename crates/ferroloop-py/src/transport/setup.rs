@@ -23,6 +23,10 @@
 //! 7. `loop.call_soon(protocol.connection_made, transport)`, then the core's `_add_reader` with
 //!    `_read_ready`, then the waiter's `_set_result_unless_cancelled`.
 //!
+//! `TransportCore._make(cls, ...)` (what `loop._make_socket_transport` calls) makes the object
+//! as calling the class would, without the `__init__` frame while that `__init__` is
+//! `_transport.py`'s own: `cls.__new__(cls)`, then these steps.
+//!
 //! The version-dependent parts (3.12's `writelines`, 3.13's `_attach(transport)`) and the stdlib
 //! objects used come from `_transport.py` once, through [`configure`] (`_compat.py` holds the
 //! switches).
@@ -49,6 +53,8 @@ pub(super) struct Config {
     buffered_protocol: Py<PyAny>,
     /// The transport class's own `set_protocol` (called natively unless a subclass replaced it).
     set_protocol: Py<PyAny>,
+    /// The transport class's own `__init__` (`_make` skips its frame while a class has it).
+    init: Py<PyAny>,
     /// `asyncio.futures._set_result_unless_cancelled`.
     set_result_unless_cancelled: Py<PyAny>,
     /// `asyncio.base_events._set_nodelay`, for sockets that are not plain `socket.socket`s.
@@ -71,11 +77,11 @@ static CONFIG: PyOnceLock<Config> = PyOnceLock::new();
 #[allow(clippy::too_many_arguments)]
 pub(super) fn configure(
     py: Python<'_>,
+    transport_class: &Bound<'_, PyAny>,
     tracks_clients: bool,
     native_writelines: bool,
     transport_socket: Bound<'_, PyAny>,
     buffered_protocol: Bound<'_, PyAny>,
-    set_protocol: Bound<'_, PyAny>,
     set_result_unless_cancelled: Bound<'_, PyAny>,
     set_nodelay: Bound<'_, PyAny>,
 ) -> PyResult<()> {
@@ -90,7 +96,8 @@ pub(super) fn configure(
         transport_socket_init: transport_socket.getattr("__init__")?.unbind(),
         transport_socket: transport_socket.unbind(),
         buffered_protocol: buffered_protocol.unbind(),
-        set_protocol: set_protocol.unbind(),
+        set_protocol: transport_class.getattr("set_protocol")?.unbind(),
+        init: transport_class.getattr("__init__")?.unbind(),
         set_result_unless_cancelled: set_result_unless_cancelled.unbind(),
         set_nodelay: set_nodelay.unbind(),
         socket_class: py.import("socket")?.getattr("socket")?.unbind(),
@@ -189,6 +196,36 @@ fn set_nodelay(c: &Config, sock: &Bound<'_, PyAny>) -> PyResult<()> {
 }
 
 impl TransportCore {
+    /// `cls(loop, sock, protocol, waiter, extra, server)` (module comment).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn make_impl<'py>(
+        py: Python<'py>,
+        cls: &Bound<'py, PyAny>,
+        lp: &Bound<'py, PyAny>,
+        sock: &Bound<'py, PyAny>,
+        protocol: &Bound<'py, PyAny>,
+        waiter: Option<&Bound<'py, PyAny>>,
+        extra: Option<&Bound<'py, PyAny>>,
+        server: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let c = config(py)?;
+        let none = py.None().into_bound(py);
+        let or_none = |o: Option<&Bound<'py, PyAny>>| o.unwrap_or(&none).clone();
+        if !cls.getattr(intern!(py, "__init__"))?.is(c.init.bind(py)) {
+            return cls.call1((
+                lp,
+                sock,
+                protocol,
+                or_none(waiter),
+                or_none(extra),
+                or_none(server),
+            ));
+        }
+        let transport = cls.call_method1(intern!(py, "__new__"), (cls,))?;
+        Self::setup_impl(py, &transport, lp, sock, protocol, waiter, extra, server)?;
+        Ok(transport)
+    }
+
     /// `TransportCore._setup(transport, loop, sock, protocol, waiter, extra, server)` (module
     /// comment).
     #[allow(clippy::too_many_arguments)]
