@@ -34,15 +34,54 @@ def test_set_debug(loop):
 
 def test_private_debug_attribute_is_the_flag(loop):
     """``loop._debug`` is what the stdlib's private code reads and assigns: it follows
-    ``set_debug``, and an assignment is what ``get_debug`` answers (the stock loop keeps the
-    object assigned, ferroloop its truth value: equal for the bools and ints code assigns)."""
+    ``set_debug``, holds the object assigned (what ``get_debug`` answers), and debug mode is its
+    truth value."""
     assert loop._debug is False
     loop.set_debug(True)
     assert loop._debug is True
     loop._debug = 0
-    assert loop.get_debug() == False and loop._debug == False  # noqa: E712
-    loop._debug = 1
-    assert loop.get_debug() == True and loop._debug == True  # noqa: E712
+    assert loop.get_debug() == 0 and type(loop.get_debug()) is int and type(loop._debug) is int
+    loop.set_debug(1)
+    assert type(loop.get_debug()) is int and loop._debug == 1
+    marker = ["on"]
+    loop._debug = marker
+    assert loop.get_debug() is marker
+    # Debug mode follows its truth value: a non-threadsafe call from another thread is refused.
+    import threading
+
+    errors = []
+
+    def other_thread():
+        try:
+            loop.call_soon(lambda: None)
+        except RuntimeError as e:
+            errors.append(e)
+
+    async def main():
+        t = threading.Thread(target=other_thread)
+        t.start()
+        t.join()
+
+    loop.run_until_complete(main())
+    assert len(errors) == 1
+    loop._debug = []
+    assert loop.get_debug() == [] and not loop.get_debug()
+    loop.set_debug(False)
+    assert loop._debug is False
+
+
+def test_private_debug_attribute_can_be_deleted(loop):
+    """As on the stock loop: after ``del loop._debug``, reading it (and ``get_debug()``) raises
+    ``AttributeError``, and so does a second ``del``; assigning brings it back."""
+    del loop._debug
+    with pytest.raises(AttributeError, match="_debug"):
+        loop._debug
+    with pytest.raises(AttributeError, match="_debug"):
+        loop.get_debug()
+    with pytest.raises(AttributeError, match="_debug"):
+        del loop._debug
+    loop._debug = False  # the fixture's close() reads it
+    assert loop.get_debug() is False
 
 
 def test_env_var_enables_debug_at_construction(loop_factory, monkeypatch):

@@ -11,15 +11,15 @@ use crate::cached;
 use crate::gc::Owner;
 use crate::gil::GilCell;
 use crate::handle::{Handle, HandleRef, TimerHandle};
-use crate::loop_state::{closed_error, LoopState};
+use crate::loop_state::{closed_error, DebugValue, LoopState};
 use crate::signals::SignalPipe;
 use crate::sock::{Kind, SockOp};
 use crate::stats::{Counters, TimeStats};
 use crate::turn;
 use ferroloop_core::{clock, EventLoop, Events, OffsetClock, Poller};
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyAttributeError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::types::{PyBool, PyTuple};
 use pyo3::PyClassInitializer;
 use pyo3::{ffi, intern};
 use pyo3::{PyTraverseError, PyVisit};
@@ -242,6 +242,17 @@ pub(crate) fn install_traverse(py: Python<'_>) {
     }
 }
 
+/// `AttributeError: '<class>' object has no attribute '_debug'`, as after `del` on the stock
+/// loop.
+fn no_debug_attribute(slf: &Bound<'_, LoopCore>) -> PyErr {
+    let name = slf
+        .get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "Loop".to_owned());
+    PyAttributeError::new_err(format!("'{name}' object has no attribute '_debug'"))
+}
+
 /// `cls(*args, **{names[i]: kw[i]})` through vectorcall: no argument tuple or keyword dict.
 pub(crate) fn vectorcall_kw<'py>(
     cls: &Bound<'py, PyAny>,
@@ -295,6 +306,7 @@ impl LoopCore {
             time_replaced: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             debug: AtomicBool::new(false),
+            debug_value: GilCell::new(DebugValue::Flag),
             task_factory: GilCell::new(None),
             clock_resolution,
             counters: Counters::default(),
@@ -327,6 +339,11 @@ impl LoopCore {
         if let Some(f) = self.task_factory.borrow_for_traverse(py) {
             visit.call(&*f)?;
         }
+        if let Some(d) = self.debug_value.borrow_for_traverse(py) {
+            if let DebugValue::Object(o) = &*d {
+                visit.call(o)?;
+            }
+        }
         Ok(())
     }
 
@@ -334,8 +351,9 @@ impl LoopCore {
         Python::attach(|py| {
             let taken = self.st.borrow_mut(py).ev.take_callbacks();
             let factory = self.task_factory.borrow_mut(py).take();
+            let debug = std::mem::replace(&mut *self.debug_value.borrow_mut(py), DebugValue::Flag);
             release_all(py, &taken);
-            drop((taken, factory));
+            drop((taken, factory, debug));
         });
     }
 
@@ -420,8 +438,9 @@ impl LoopCore {
         self.closed.load(Relaxed)
     }
 
-    fn get_debug(&self) -> bool {
-        self.debug()
+    /// `return self._debug`, as the stdlib's.
+    fn get_debug(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        Self::_debug(slf)
     }
 
     /// `Loop.__setattr__`/`__delattr__` and `__init__` say whether `time` is replaced in Python.
@@ -434,15 +453,40 @@ impl LoopCore {
 
     /// `loop._debug`, the stdlib's plain attribute (its private code and tests read and assign
     /// it): a native data descriptor, so a read in the accept path or `create_connection` is no
-    /// Python frame; an assignment stores its truth value, as `set_debug` would.
+    /// Python frame. It answers the object assigned, as the stdlib's attribute does; the hot
+    /// paths read its truth value (`debug`). `del loop._debug` works as on the stock loop, and
+    /// so do the `AttributeError`s that follow.
     #[getter]
-    fn _debug(&self) -> bool {
-        self.debug()
+    fn _debug(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        match &*this.debug_value.borrow(py) {
+            DebugValue::Flag => Ok(PyBool::new(py, this.debug()).to_owned().into_any().unbind()),
+            DebugValue::Object(o) => Ok(o.clone_ref(py)),
+            DebugValue::Deleted => Err(no_debug_attribute(slf)),
+        }
     }
 
     #[setter(_debug)]
-    fn set_debug_attr(&self, enabled: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.debug.store(enabled.is_truthy()?, Relaxed);
+    fn set_debug_attr(slf: &Bound<'_, Self>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let new = if value.is_instance_of::<PyBool>() {
+            DebugValue::Flag
+        } else {
+            DebugValue::Object(value.clone().unbind())
+        };
+        Self::replace_debug(slf, value.is_truthy()?, new);
+        Ok(())
+    }
+
+    #[deleter(_debug)]
+    fn del_debug_attr(slf: &Bound<'_, Self>) -> PyResult<()> {
+        if matches!(
+            &*slf.get().debug_value.borrow(slf.py()),
+            DebugValue::Deleted
+        ) {
+            return Err(no_debug_attribute(slf));
+        }
+        Self::replace_debug(slf, false, DebugValue::Deleted);
         Ok(())
     }
 

@@ -40,6 +40,18 @@ pub(crate) struct LoopState {
     pub(crate) sock_sweep_at: usize,
 }
 
+/// `loop._debug`: the stdlib keeps whatever object was assigned (`set_debug(1)` makes
+/// `get_debug()` answer `1`) and the attribute can be deleted. The hot paths read the truth value
+/// (`LoopCore::debug`); this holds the rest.
+pub(crate) enum DebugValue {
+    /// `True` or `False`, the value of `LoopCore::debug`.
+    Flag,
+    /// Another object, whose truth value `LoopCore::debug` holds.
+    Object(Py<PyAny>),
+    /// `del loop._debug`: reading it raises `AttributeError` (`LoopCore::debug` is false).
+    Deleted,
+}
+
 /// The native base class of `ferroloop.Loop`.
 #[pyclass(subclass, frozen, module = "ferroloop._native", name = "LoopCore")]
 pub struct LoopCore {
@@ -57,6 +69,8 @@ pub struct LoopCore {
     pub(crate) time_replaced: AtomicBool,
     pub(crate) closed: AtomicBool,
     pub(crate) debug: AtomicBool,
+    /// What `loop._debug` holds when that is not simply `debug` (`loop_core.rs`, `_debug`).
+    pub(crate) debug_value: GilCell<DebugValue>,
     /// `loop.set_task_factory()`'s factory; `None` for the default (`asyncio.Task`).
     pub(crate) task_factory: GilCell<Option<Py<PyAny>>>,
     /// `time.get_clock_info('monotonic').resolution`: timers due within it of now run now.
@@ -68,6 +82,15 @@ impl LoopCore {
     #[inline]
     pub(crate) fn debug(&self) -> bool {
         self.debug.load(Relaxed)
+    }
+
+    /// `loop._debug` assigned or deleted: the flag the hot paths read, and the rest
+    /// (`DebugValue`). The old object is dropped after the borrow (a `__del__` may run).
+    pub(crate) fn replace_debug(slf: &Bound<'_, Self>, enabled: bool, new: DebugValue) {
+        let this = slf.get();
+        this.debug.store(enabled, Relaxed);
+        let old = std::mem::replace(&mut *this.debug_value.borrow_mut(slf.py()), new);
+        drop(old);
     }
 
     /// A timer still in the heap was cancelled (counts towards compaction).
