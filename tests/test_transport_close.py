@@ -128,33 +128,37 @@ class _ClosingFails(socket.socket):
         raise OSError("close failed")
 
 
+async def _close_with_failing_socket(protocol_factory):
+    """A client connection over a `_ClosingFails` socket, closed: (the exception handler's
+    contexts, whether `_sock` and `_loop` were left set, `sys.exc_info()` afterwards, the
+    socket's fileno)."""
+    lp = asyncio.get_running_loop()
+    contexts = []
+    lp.set_exception_handler(lambda _lp, ctx: contexts.append(ctx))
+    server = await lp.create_server(Recorder, "127.0.0.1", 0)
+    raw = socket.create_connection(server.sockets[0].getsockname())
+    sock = _ClosingFails(raw.family, raw.type, raw.proto, raw.detach())
+    ct, cp = await lp.create_connection(protocol_factory, sock=sock)
+    ct.close()
+    await cp.done
+    for _ in range(3):
+        await asyncio.sleep(0)
+    after = sys.exc_info()[1]
+    left = (ct._sock is sock, ct._loop is lp)
+    ct._sock = None  # or its __del__ would close it again, and raise
+    server.close()
+    await server.wait_closed()
+    return contexts, left, after, sock.fileno()
+
+
 def test_close_error_in_the_finally_block_chains_to_connection_lost_error(loop):
     class Broken(Recorder):
         def connection_lost(self, exc):
             super().connection_lost(exc)
             raise ValueError("lost bug")
 
-    async def main():
-        lp = asyncio.get_running_loop()
-        contexts = []
-        lp.set_exception_handler(lambda _lp, ctx: contexts.append(ctx))
-        server = await lp.create_server(Recorder, "127.0.0.1", 0)
-        raw = socket.create_connection(server.sockets[0].getsockname())
-        sock = _ClosingFails(raw.family, raw.type, raw.proto, raw.detach())
-        ct, cp = await lp.create_connection(Broken, sock=sock)
-        ct.close()
-        await cp.done
-        for _ in range(3):
-            await asyncio.sleep(0)
-        after = sys.exc_info()[1]
-        left = (ct._sock is sock, ct._loop is lp)
-        ct._sock = None  # or its __del__ would close it again, and raise
-        server.close()
-        await server.wait_closed()
-        return contexts, left, after, sock.fileno()
-
     _ClosingFails.seen = None
-    contexts, left, after, fileno = _run(loop, main())
+    contexts, left, after, fileno = _run(loop, _close_with_failing_socket(Broken))
     assert len(contexts) == 1
     exc = contexts[0]["exception"]
     assert isinstance(exc, OSError) and str(exc) == "close failed"
@@ -167,29 +171,13 @@ def test_close_error_in_the_finally_block_chains_to_connection_lost_error(loop):
 
 
 def test_close_error_without_connection_lost_error_has_no_context(loop):
-    async def main():
-        lp = asyncio.get_running_loop()
-        contexts = []
-        lp.set_exception_handler(lambda _lp, ctx: contexts.append(ctx))
-        server = await lp.create_server(Recorder, "127.0.0.1", 0)
-        raw = socket.create_connection(server.sockets[0].getsockname())
-        sock = _ClosingFails(raw.family, raw.type, raw.proto, raw.detach())
-        ct, cp = await lp.create_connection(Recorder, sock=sock)
-        ct.close()
-        await cp.done
-        for _ in range(3):
-            await asyncio.sleep(0)
-        ct._sock = None  # or its __del__ would close it again, and raise
-        server.close()
-        await server.wait_closed()
-        return contexts
-
     _ClosingFails.seen = "unset"
-    contexts = _run(loop, main())
+    contexts, left, after, fileno = _run(loop, _close_with_failing_socket(Recorder))
     assert len(contexts) == 1
     exc = contexts[0]["exception"]
     assert str(exc) == "close failed" and exc.__context__ is None
     assert _ClosingFails.seen is None
+    assert fileno == -1 and left == (True, True)
 
 
 def test_socket_with_a_file_open_closes_when_the_file_does(loop):
