@@ -4,6 +4,8 @@
   the ``context=`` keyword and every argument error as before.
 - Handles are pooled (pool.rs): a recycled handle is a new object in every observable way, and
   a handle someone still holds is never recycled.
+- A handle's arguments are held without a tuple when there are at most two (call_args.rs):
+  ``_args``, the call, the repr, the error report and the collector see them as before.
 - ``create_future`` / ``create_task`` import their modules once but still read the class at each
   call, so patching ``asyncio.futures.Future`` works as on the stock loop.
 
@@ -153,6 +155,49 @@ def test_cycle_through_a_run_handle_is_collected(loop):
     del o
     gc.collect()
     assert ref() is None
+
+
+@pytest.mark.parametrize("args", [(), (1,), (1, "two"), (1, "two", None), (None, None, 3, 4)])
+def test_handle_args_as_the_stdlibs(loop, args):
+    got = []
+
+    def cb(*a):
+        got.append(a)
+
+    h = loop.call_soon(cb, *args)
+    t = loop.call_soon_threadsafe(cb, *args)
+    for handle in (h, t):
+        assert handle._args == args and type(handle._args) is tuple
+        assert handle._args is handle._args          # one object, read after read
+    assert f"cb({', '.join(map(repr, args))})" in repr(h)
+    _one_turn(loop)
+    assert got == [args, args]
+    assert h._args == args                            # kept after the run, as the stdlib's
+    h2 = loop.call_soon(cb, *args)
+    h2.cancel()
+    assert h2._args is None and h2._callback is None  # dropped on cancel
+    _one_turn(loop)
+    assert got == [args, args]
+
+
+@pytest.mark.parametrize("nargs", [0, 1, 2, 3])
+def test_handle_args_in_error_report_and_bound_methods(loop, nargs):
+    reports = []
+    loop.set_exception_handler(lambda lp, ctx: reports.append(ctx))
+
+    class Target:
+        def meth(self, *a):
+            raise ValueError(a)
+
+    args = tuple(range(7, 7 + nargs))
+    h = loop.call_soon(Target().meth, *args)
+    loop.call_soon(ValueError, *args)                 # a class as the callback: no error
+    _one_turn(loop)
+    [ctx] = reports
+    assert ctx["handle"] is h
+    assert ctx["exception"].args == (args,)
+    assert ctx["message"].startswith("Exception in callback ")
+    assert ctx["message"].endswith(f"Target.meth({', '.join(map(str, args))})")
 
 
 def test_create_future_follows_a_patched_future_class(loop, monkeypatch):

@@ -65,6 +65,44 @@ def test_unclosed_loop_with_pending_callbacks_is_collected(loop_factory):
     assert any("unclosed event loop" in str(x.message) for x in w)
 
 
+class _Box:
+    pass
+
+
+def _noop(*args):
+    pass
+
+
+def test_cycles_through_handle_arguments_are_collected(loop_factory):
+    """A cycle that runs through a handle's arguments (held without a tuple for up to two,
+    call_args.rs) is collected: pending in an unclosed loop, and through a handle kept after
+    it ran."""
+    import warnings
+
+    for nargs in (1, 2, 3):
+        lp = loop_factory()
+        box = _Box()
+        box.loop = lp                    # lp -> ready queue -> handle -> box -> lp
+        lp.call_soon(_noop, *([box] * nargs))
+        refs = [weakref.ref(lp), weakref.ref(box)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            del lp, box
+            gc.collect()
+        assert [r() for r in refs] == [None, None], nargs
+
+        lp = loop_factory()
+        box = _Box()
+        box.h = lp.call_soon(_noop, *([box] * nargs))   # box -> handle -> box
+        ref = weakref.ref(box)
+        lp.call_soon(lp.stop)
+        lp.run_forever()
+        lp.close()
+        del box
+        gc.collect()
+        assert ref() is None, nargs
+
+
 class _Node:
     """Schedules itself again and again, so pending handles form cycles with their owners."""
 

@@ -6,13 +6,14 @@
 //! matches keyword names by converting each to UTF-8 and comparing strings, and builds the
 //! `*args` tuple through its general machinery; in a profile that was a tenth of `call_soon`'s
 //! cost. These two entries take the vectorcall arguments as they come: `callback` is the first
-//! positional, the rest become the handle's argument tuple (the shared empty tuple when there
-//! is none), and the only keyword, `context`, is recognised by identity (the caller's interned
+//! positional, the rest become the handle's arguments (up to two without a tuple:
+//! `call_args.rs`), and the only keyword, `context`, is recognised by identity (the caller's interned
 //! name) before falling back to a string comparison. Errors are PyO3's messages, word for word.
 //!
 //! [`install`] puts them in `LoopCore`'s type dictionary at module import (replacing nothing:
 //! the `#[pymethods]` block no longer declares these two), with the same `__text_signature__`.
 
+use crate::call_args::CallArgs;
 use crate::gil::GilCell;
 use crate::loop_core::LoopCore;
 use pyo3::exceptions::{PySystemError, PyTypeError};
@@ -27,7 +28,7 @@ use std::ptr;
 /// The arguments of one call, borrowed from the caller's vectorcall array.
 struct Args<'py> {
     callback: Bound<'py, PyAny>,
-    args: Bound<'py, PyTuple>,
+    args: CallArgs,
     context: Option<Bound<'py, PyAny>>,
 }
 
@@ -55,15 +56,10 @@ unsafe fn parse<'py>(
     // SAFETY: as above; each pointer is a live object.
     let callback = unsafe { Bound::from_borrowed_ptr(py, positional[0]) };
     let rest = if nargs == 1 {
-        PyTuple::empty(py)
+        CallArgs::Zero // a task's step: the common case, kept to a constant
     } else {
-        PyTuple::new(
-            py,
-            positional[1..].iter().map(|&p| {
-                // SAFETY: as above: each pointer is a live borrowed object.
-                unsafe { Bound::from_borrowed_ptr(py, p) }
-            }),
-        )?
+        // SAFETY: as above: each pointer is a live borrowed object.
+        unsafe { CallArgs::from_borrowed(py, &positional[1..])? }
     };
     let mut context = None;
     if !kwnames.is_null() {

@@ -25,6 +25,7 @@
 //! The owners' map is swept of dead and closed sockets whenever it doubles (at least
 //! [`SOCK_SWEEP_MIN`] entries), their lingering registrations dropped with it.
 
+use crate::call_args::CallArgs;
 use crate::gc::Owner;
 use crate::handle::{Handle, HandleRef};
 use crate::handle_api::cancel_handle;
@@ -58,7 +59,10 @@ impl LoopCore {
     ) -> PyResult<Py<Handle>> {
         let py = slf.py();
         slf.get().check_closed()?;
-        let handle = Py::new(py, Self::new_handle(slf, callback, args, None, 0.0)?)?;
+        let handle = Py::new(
+            py,
+            Self::new_handle(slf, callback, CallArgs::tuple(args), None, 0.0)?,
+        )?;
         Self::set_fd_callback(slf, fd, handle.clone_ref(py), direction(is_reader), false)?;
         Ok(handle)
     }
@@ -111,7 +115,7 @@ impl LoopCore {
         slf.get().check_closed()?;
         let handle = Py::new(
             py,
-            Self::new_handle(slf, callback, PyTuple::empty(py), None, 0.0)?,
+            Self::new_handle(slf, callback, CallArgs::Zero, None, 0.0)?,
         )?;
         Self::set_fd_callback(slf, fd, handle, direction(is_reader), true)
     }
@@ -179,7 +183,7 @@ impl LoopCore {
         };
         let handle = Py::new(
             py,
-            Self::new_handle(slf, callback, PyTuple::empty(py), None, 0.0)?,
+            Self::new_handle(slf, callback, CallArgs::Zero, None, 0.0)?,
         )?;
         Self::set_fd_callback(slf, fd, handle.clone_ref(py), dir, trusted)?;
         Ok(handle)

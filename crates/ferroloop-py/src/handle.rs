@@ -6,11 +6,11 @@
 //! state ([`Owner`], `gc.rs`) and the garbage-collector traversal of their contents, so that the
 //! loop's state can hold handles without depending on the code that calls into the loop.
 
+use crate::call_args::CallArgs;
 use crate::gc::{self, Owner, OwnerCell};
 use crate::gil::GilCell;
 use ferroloop_core::Callback;
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
 use pyo3::{ffi, PyTraverseError, PyVisit};
 use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -45,7 +45,8 @@ pub struct Handle {
 pub(crate) struct HandleState {
     /// `None` once cancelled (dropped to break reference cycles, as the stdlib does).
     pub(crate) callback: Option<Py<PyAny>>,
-    pub(crate) args: Option<Py<PyTuple>>,
+    /// The arguments (`_args`; `call_args.rs`), `None` once cancelled as the callback.
+    pub(crate) args: Option<CallArgs>,
     /// Where the handle was created, in debug mode (`format_helpers.extract_stack` output).
     pub(crate) source_traceback: Option<Py<PyAny>>,
     /// The repr saved at cancel time in debug mode, so slow-callback reports still name it.
@@ -63,7 +64,7 @@ impl Handle {
     pub(crate) fn new(
         loop_: Py<PyAny>,
         callback: Py<PyAny>,
-        args: Py<PyTuple>,
+        args: CallArgs,
         context: Py<PyAny>,
         when: f64,
     ) -> Self {
@@ -119,7 +120,9 @@ impl Handle {
         visit.call(&*self.context)?;
         if let Some(st) = self.st.borrow_for_traverse(py) {
             visit.call(&st.callback)?;
-            visit.call(&st.args)?;
+            if let Some(a) = &st.args {
+                a.visit(visit)?;
+            }
             visit.call(&st.source_traceback)?;
             visit.call(&st.repr)?;
             visit.call(&st.when_obj)?;
@@ -140,9 +143,9 @@ impl Drop for Handle {
         // released below, after this).
         unsafe { gc::retrack_context(self.context.as_ptr()) };
         let st = self.st.get_mut();
+        let args = st.args.take();
         let fields = [
             st.callback.take().map(Py::into_any),
-            st.args.take().map(Py::into_any),
             st.source_traceback.take(),
             st.repr.take(),
             st.when_obj.take(),
@@ -154,6 +157,9 @@ impl Drop for Handle {
             decref(ManuallyDrop::take(&mut self.context));
             for f in fields.into_iter().flatten() {
                 decref(f);
+            }
+            if let Some(a) = args {
+                a.release();
             }
         }
     }

@@ -5,6 +5,7 @@
 //! `_context`, `_source_traceback`, `_when`, `_scheduled`, `_run`), the same repr, and the same
 //! error path (`Exception in callback ...` to the loop's exception handler, `turn.rs`).
 
+use crate::call_args::{BoundArgs, CallArgs};
 use crate::gc::Owner;
 use crate::handle::{Handle, TimerHandle};
 use crate::loop_state::LoopCore;
@@ -103,9 +104,25 @@ impl Handle {
             .map(|c| c.clone_ref(py))
     }
 
+    /// The arguments as a tuple (`None` once cancelled). Arguments held without a tuple
+    /// (`call_args.rs`) get one now, kept for the next read, so `_args` is the same object
+    /// each time, as the stdlib's attribute.
     #[getter]
-    fn _args(&self, py: Python<'_>) -> Option<Py<PyTuple>> {
-        self.st.borrow(py).args.as_ref().map(|c| c.clone_ref(py))
+    fn _args<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        let bound = match self.st.borrow(py).args.as_ref() {
+            None => return Ok(None),
+            Some(CallArgs::Tuple(t)) => return Ok(Some(t.bind(py).clone())),
+            Some(a) => a.bind(py),
+        };
+        // Made outside the borrow: allocating may run the collector, and so finalizers.
+        let t = bound.to_tuple(py)?;
+        let mut st = self.st.borrow_mut(py);
+        if let Some(a @ (CallArgs::One(_) | CallArgs::Two(..))) = st.args.as_mut() {
+            let old = std::mem::replace(a, CallArgs::Tuple(t.clone().unbind()));
+            drop(st);
+            drop(old);
+        }
+        Ok(Some(t))
     }
 
     #[getter]
@@ -204,7 +221,7 @@ impl TimerHandle {
 }
 
 /// asyncio.TimerHandle.__eq__: same deadline, callback, arguments and cancelled state.
-fn timer_eq(py: Python<'_>, a: &Handle, b: &Handle) -> PyResult<bool> {
+fn timer_eq<'py>(py: Python<'py>, a: &Handle, b: &Handle) -> PyResult<bool> {
     if a.when != b.when || a.is_cancelled() != b.is_cancelled() {
         return Ok(false);
     }
@@ -214,10 +231,14 @@ fn timer_eq(py: Python<'_>, a: &Handle, b: &Handle) -> PyResult<bool> {
         let st = h.st.borrow(py);
         (
             st.callback.as_ref().map(|c| c.bind(py).clone()),
-            st.args.as_ref().map(|c| c.bind(py).clone().into_any()),
+            st.args.as_ref().map(|c| c.bind(py)),
         )
     };
     let ((ca, aa), (cb, ab)) = (parts(a), parts(b));
+    let tuple = |x: Option<BoundArgs<'py>>| -> PyResult<Option<Bound<'py, PyAny>>> {
+        x.map(|x| x.to_tuple(py).map(Bound::into_any)).transpose()
+    };
+    let (aa, ab) = (tuple(aa)?, tuple(ab)?);
     let eq_opt = |x: Option<Bound<'_, PyAny>>, y: Option<Bound<'_, PyAny>>| -> PyResult<bool> {
         match (x, y) {
             (None, None) => Ok(true),

@@ -7,6 +7,7 @@
 // Python methods); fastcall (its `call_soon`s as raw vectorcalls); pool (handle pooling); cached
 // (modules imported once); transport.
 mod cached;
+mod call_args;
 mod fastcall;
 mod fd_watch;
 mod gc;

@@ -8,6 +8,7 @@
 //! shared helpers are in `loop_state.rs`.
 
 use crate::cached;
+use crate::call_args::CallArgs;
 use crate::gc::Owner;
 use crate::gil::GilCell;
 use crate::handle::{Handle, HandleRef, TimerHandle};
@@ -90,7 +91,7 @@ impl LoopCore {
     pub(crate) fn schedule_soon(
         slf: &Bound<'_, Self>,
         callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
+        args: CallArgs,
         context: Option<Bound<'_, PyAny>>,
         method: &str,
         check_thread: bool,
@@ -129,7 +130,7 @@ impl LoopCore {
         if debug {
             Self::debug_check(slf, &callback, "call_at", true)?;
         }
-        let handle = Self::new_handle(slf, callback, args, context, when)?;
+        let handle = Self::new_handle(slf, callback, CallArgs::tuple(args), context, when)?;
         let timer = Py::new(
             py,
             PyClassInitializer::from(handle).add_subclass(TimerHandle),

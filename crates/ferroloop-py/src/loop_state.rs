@@ -8,6 +8,7 @@
 //! Module layering (no import circle): `gil`, `gc`, `stats`, `signals` → `handle` → `loop_state`
 //! → `turn` → `handle_api` → `fd_watch` → `loop_core`.
 
+use crate::call_args::CallArgs;
 use crate::gil::GilCell;
 use crate::handle::{Handle, HandleRef};
 use crate::signals::SignalPipe;
@@ -16,7 +17,7 @@ use ferroloop_core::{EventLoop, Events, OffsetClock, Waker};
 use pyo3::exceptions::{PyOSError, PyRuntimeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyTuple, PyWeakrefReference};
+use pyo3::types::PyWeakrefReference;
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::RawFd;
@@ -110,7 +111,7 @@ impl LoopCore {
     pub(crate) fn new_handle(
         slf: &Bound<'_, Self>,
         callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
+        args: CallArgs,
         context: Option<Bound<'_, PyAny>>,
         when: f64,
     ) -> PyResult<Handle> {
@@ -126,7 +127,7 @@ impl LoopCore {
         Ok(Handle::new(
             slf.clone().into_any().unbind(),
             callback.unbind(),
-            args.unbind(),
+            args,
             context,
             when,
         ))

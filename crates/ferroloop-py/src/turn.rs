@@ -16,6 +16,7 @@
 //! Everything is generic, so the per-callback path compiles to what it was when the turn was
 //! written here: one borrow to pop, one cancelled check, one call, one ownership update.
 
+use crate::call_args::CallArgs;
 use crate::gc::Owner;
 use crate::handle::{Handle, HandleRef};
 use crate::loop_state::{os_error, LoopCore};
@@ -236,7 +237,10 @@ pub(crate) fn run_handle(slf: &Bound<'_, Handle>) -> PyResult<()> {
             None => return Ok(()),
             Some(cb) => (
                 cb.bind(py).clone(),
-                st.args.as_ref().map(|a| a.bind(py).clone()),
+                match &st.args {
+                    None | Some(CallArgs::Zero) => None,
+                    Some(a) => Some(a.bind(py)),
+                },
             ),
         }
     };
@@ -248,8 +252,8 @@ pub(crate) fn run_handle(slf: &Bound<'_, Handle>) -> PyResult<()> {
         Err(PyErr::fetch(py))
     } else {
         let r = match &args {
-            Some(a) if !a.is_empty() => cb.call1(a),
-            _ => cb.call0(),
+            Some(a) => a.call(&cb),
+            None => cb.call0(),
         };
         // SAFETY: the same context was entered just above on this thread, so exiting it is
         // balanced; the call can only fail if the callback left a different context current,
@@ -270,7 +274,14 @@ pub(crate) fn run_handle(slf: &Bound<'_, Handle>) -> PyResult<()> {
         {
             Err(e)
         }
-        Err(e) => report_callback_error(slf, &cb.unbind(), args.map(Bound::unbind).as_ref(), e),
+        Err(e) => {
+            // No arguments: `()` (the repr says `cb()`), as the stdlib's handle has.
+            let args = match args {
+                Some(a) => a.to_tuple(py)?,
+                None => PyTuple::empty(py),
+            };
+            report_callback_error(slf, &cb.unbind(), Some(&args.unbind()), e)
+        }
     }
 }
 
