@@ -157,6 +157,25 @@ def test_cycle_through_a_run_handle_is_collected(loop):
     assert ref() is None
 
 
+def test_more_pending_handles_than_the_pool_keeps(loop):
+    """More handles pending at once than the handle pool keeps (65536 per type, pool.rs): the
+    ones beyond it are allocated and freed normally; every callback runs once, in order, and
+    the handles made afterwards (recycled) are fresh."""
+    n = 70_000
+    for _ in range(2):                   # the second time, the pool starts full
+        got = []
+        handles = [loop.call_soon(got.append, i) for i in range(n)]
+        timers = [loop.call_later(0, got.append, -1) for _ in range(100)]
+        _one_turn(loop)
+        _one_turn(loop)
+        assert got[:n] == list(range(n)) and got[n:] == [-1] * 100
+        assert handles[-1]._args == (n - 1,) and not handles[0].cancelled()
+        del handles, timers
+    h = loop.call_soon(str, "x")
+    assert h._args == ("x",) and h._callback is str and not h.cancelled()
+    h.cancel()
+
+
 @pytest.mark.parametrize("args", [(), (1,), (1, "two"), (1, "two", None), (None, None, 3, 4)])
 def test_handle_args_as_the_stdlibs(loop, args):
     got = []
