@@ -3,10 +3,9 @@
 //! Most callbacks the loop runs get zero, one or two arguments: a task's step none, a future's
 //! done callback the future (the C `Future` schedules `call_soon(cb, fut, context=ctx)`, so
 //! every task wake-up), `connection_made(transport)` one, `_chain_future`'s `_set_state` two.
-//! Packing them in a tuple costs an allocation per callback, and a tuple that holds a tracked
-//! object (a future, a transport) is itself tracked by the cyclic collector, so each pending
-//! wake-up also added to the young generation's count (in a gather of 100k tasks, about one
-//! collection in seven). Up to two arguments are kept as plain references and the callback is
+//! Packing them in a tuple costs an allocation and a deallocation per callback, of an object
+//! the cyclic collector tracks while it is pending (a tuple that holds a future or a transport
+//! is a tracked object). Up to two arguments are kept as plain references and the callback is
 //! called through vectorcall; the tuple `_args` shows is made the first time someone asks for
 //! it (`_args`, a repr, an error report), and kept, so it is the same object each time after
 //! that, as the stdlib's attribute is. More than two, or a tuple the caller already had
@@ -120,21 +119,22 @@ impl<'py> BoundArgs<'py> {
     /// bound method can be called without copying them (`PY_VECTORCALL_ARGUMENTS_OFFSET`).
     pub(crate) fn call(&self, cb: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let py = cb.py();
-        let (stack, n) = match self {
+        let (mut stack, n) = match self {
             BoundArgs::Zero => return cb.call0(),
             BoundArgs::Tuple(t) => return cb.call1(t),
             BoundArgs::One(a) => ([std::ptr::null_mut(), a.as_ptr(), std::ptr::null_mut()], 1),
             BoundArgs::Two(a, b) => ([std::ptr::null_mut(), a.as_ptr(), b.as_ptr()], 2),
         };
         // SAFETY: GIL held (`py`); `stack[1..=n]` are live objects kept alive by `self` for the
-        // whole call, and slot 0 is ours for the callee to borrow (ARGUMENTS_OFFSET); the result
-        // is a new reference or NULL with an exception set.
+        // whole call, and slot 0 is ours, writable, for the callee to borrow for a moment
+        // (ARGUMENTS_OFFSET: hence the `mut` array); the result is a new reference or NULL with
+        // an exception set.
         unsafe {
             Bound::from_owned_ptr_or_err(
                 py,
                 ffi::PyObject_Vectorcall(
                     cb.as_ptr(),
-                    stack.as_ptr().add(1),
+                    stack.as_mut_ptr().add(1),
                     n | ffi::PY_VECTORCALL_ARGUMENTS_OFFSET,
                     std::ptr::null_mut(),
                 ),
