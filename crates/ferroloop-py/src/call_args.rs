@@ -125,10 +125,9 @@ impl<'py> BoundArgs<'py> {
             BoundArgs::One(a) => ([std::ptr::null_mut(), a.as_ptr(), std::ptr::null_mut()], 1),
             BoundArgs::Two(a, b) => ([std::ptr::null_mut(), a.as_ptr(), b.as_ptr()], 2),
         };
-        // SAFETY: GIL held (`py`); `stack[1..=n]` are live objects kept alive by `self` for the
-        // whole call, and slot 0 is ours, writable, for the callee to borrow for a moment
-        // (ARGUMENTS_OFFSET: hence the `mut` array); the result is a new reference or NULL with
-        // an exception set.
+        // Slot 0 is ours and writable (`mut`): ARGUMENTS_OFFSET lets the callee borrow it.
+        // SAFETY: GIL held (`py`); `stack[1..=n]` are live (held by `self` for the call); the
+        // result is a new reference or NULL with an exception set.
         unsafe {
             Bound::from_owned_ptr_or_err(
                 py,
