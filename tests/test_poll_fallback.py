@@ -8,6 +8,9 @@ error into every ``epoll_pwait2`` call, and checks that the program completes, t
 ran in order and never early, and, from strace's log, that ``epoll_pwait2`` really was refused
 (once: the fallback is remembered) and ``epoll_wait`` did the waiting.
 
+The same is done for ``io_uring_setup``, which the readiness hint needs (seccomp profiles refuse
+it with EPERM, kernels before 5.1 with ENOSYS): the hint is then off, and every wait is real.
+
 ``make test-fallback`` installs strace when it is missing and runs this file outside strace
 (a traced process cannot run strace itself).
 """
@@ -152,6 +155,82 @@ def test_ferroloop_uses_epoll_pwait2_by_default(tmp_path):
     else:
         assert not any(re.search(r"= -1 E(NOSYS|PERM)", ln) for ln in pwait2), pwait2
         assert wait == []
+
+
+# The readiness hint (tests/test_wait_hint.py) where io_uring is refused: a seccomp filter
+# (Docker's default profile answers EPERM), `kernel.io_uring_disabled`, or a kernel without it
+# (ENOSYS). Two loops spin over an idle fd; the reader still runs the turn after each write, no
+# wait is skipped, and the refusal is asked once per process.
+HINT_PROGRAM = textwrap.dedent(
+    """
+    import asyncio, json, socket
+    import ferroloop
+
+    def spin_and_write(loop):
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        log = []
+        loop.add_reader(a.fileno(), lambda: log.append(("read", a.recv(8).decode())))
+        async def main():
+            for i in range(300):
+                log.append(("turn", i))
+                if i in (100, 250):
+                    b.send(b"w%d" % i)
+                await asyncio.sleep(0)
+        loop.run_until_complete(main())
+        loop.remove_reader(a.fileno())
+        a.close(); b.close()
+        return log
+
+    out = []
+    for _ in range(2):
+        loop = ferroloop.new_event_loop()
+        log = spin_and_write(loop)
+        reads = [log[i - 1] for i, e in enumerate(log) if e[0] == "read"]
+        out.append({"reads_after": reads, "stats": list(loop._wait_hint_stats())})
+        loop.close()
+    print(json.dumps(out))
+    """
+)
+
+
+@pytest.mark.parametrize("errno", ["ENOSYS", "EPERM"])
+def test_ferroloop_runs_when_io_uring_is_refused(tmp_path, errno):
+    log = tmp_path / "strace.log"
+    cmd = [STRACE, "-f", "-qq", "--seccomp-bpf", "-e", "trace=io_uring_setup", "-e", "signal=none",
+           "-o", str(log), "-e", f"inject=io_uring_setup:error={errno}",
+           sys.executable, "-c", HINT_PROGRAM]
+    environ = child_env()
+    environ.pop("FERROLOOP_IO_URING", None)
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=environ)
+    assert res.returncode == 0, f"exit {res.returncode}\nstdout:\n{res.stdout}\nstderr:\n{res.stderr}"
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    for run in out:
+        # `await sleep(0)` at turn i, the write at turn 100: the reader runs right after the
+        # next turn's step, as on the stock loop.
+        assert run["reads_after"] == [["turn", 101], ["turn", 251]], run
+        assert run["stats"] == [0, 0], run
+    setups = [ln for ln in log.read_text().splitlines() if "io_uring_setup(" in ln]
+    assert len(setups) == 1, setups
+    assert f"= -1 {errno}" in setups[0] and "(INJECTED)" in setups[0], setups
+
+
+def test_ferroloop_uses_io_uring_for_the_hint_by_default(tmp_path):
+    # The control: nothing injected, one ring per loop, waits skipped (where the kernel allows).
+    log = tmp_path / "strace.log"
+    cmd = [STRACE, "-f", "-qq", "--seccomp-bpf", "-e", "trace=io_uring_setup", "-e", "signal=none",
+           "-o", str(log), sys.executable, "-c", HINT_PROGRAM]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=child_env())
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    setups = [ln for ln in log.read_text().splitlines() if "io_uring_setup(" in ln]
+    for run in out:
+        assert run["reads_after"] == [["turn", 101], ["turn", 251]], run
+    if setups and re.search(r"= -1 E", setups[0]):  # refused for real: a sandbox, an old kernel
+        assert len(setups) == 1 and all(r["stats"] == [0, 0] for r in out), (setups, out)
+    else:
+        assert len(setups) == 2, setups
+        assert all(r["stats"][0] > 200 and r["stats"][1] == 0 for r in out), out
 
 
 if __name__ == "__main__":

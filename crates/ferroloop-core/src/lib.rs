@@ -10,6 +10,8 @@
 //! - [`ready`]: the FIFO of callbacks ready to run, drained one turn at a time.
 //! - [`timers`]: the timer heap (O(log n) schedule, O(1) lazy cancel, compaction).
 //! - [`poller`]: level-triggered epoll with a cross-thread [`poller::Waker`].
+//! - [`ready_hint`]: the io_uring hint that lets a zero-timeout wait be skipped when the kernel
+//!   says nothing can be ready.
 //! - [`fd_table`]: reader/writer callbacks per fd, kept in step with epoll's registrations.
 //! - [`event_loop`]: [`EventLoop`], the state of a loop, and the steps of a turn; the
 //!   wait-timeout rule.
@@ -21,6 +23,7 @@ pub mod event_loop;
 pub mod fd_table;
 pub mod poller;
 pub mod ready;
+pub mod ready_hint;
 pub mod timers;
 pub mod turn;
 

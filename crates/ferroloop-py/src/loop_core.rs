@@ -661,6 +661,17 @@ impl LoopCore {
         self.st.borrow(py).ev.poller().map_or(0, |p| p.ctl_calls())
     }
 
+    /// Zero-timeout waits the readiness hint skipped since the loop was created, and real waits
+    /// that found an event the hint had not announced (0 once the loop is closed). For tests and
+    /// the bench (`ferroloop_core::ready_hint`).
+    fn _wait_hint_stats(&self, py: Python<'_>) -> (u64, u64) {
+        self.st
+            .borrow(py)
+            .ev
+            .poller()
+            .map_or((0, 0), |p| (p.waits_skipped(), p.hint_missed()))
+    }
+
     /// `asyncio.Future(loop=self)`, without a Python frame. The class is looked up in
     /// `asyncio.futures` at each call, as the stdlib does, so patching it still works.
     pub(crate) fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
