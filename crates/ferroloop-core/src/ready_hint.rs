@@ -275,10 +275,10 @@ impl Hint {
         let poll = opcode::PollAdd::new(types::Fd(epoll), libc::POLLIN as u32)
             .build()
             .user_data(0);
-        // SAFETY: the entry holds no pointer into user memory (a poll on an fd number), so no
-        // buffer has to outlive the request; the epoll fd is owned by the poller that owns this
-        // hint, and the ring is dropped before it (field order in `Poller`), which cancels the
-        // request.
+        // The poller owns the epoll fd and drops this ring first (its field order), which
+        // cancels the request, so the fd outlives it.
+        // SAFETY: the entry points into no user memory (a poll on an fd number): nothing has to
+        // outlive the request but the fd, which does (above).
         let pushed = unsafe { ring.submission().push(&poll) }.is_ok();
         if pushed && ring.submit().is_ok() {
             self.state = State::Armed { skipped: 0 };
