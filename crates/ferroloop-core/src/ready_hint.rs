@@ -104,13 +104,8 @@ fn enabled() -> bool {
     }
 }
 
-/// Switches the hint off for every poller of the process made after this call, and for the
-/// existing ones at their next wait (tests, and the `FERROLOOP_IO_URING=0` path).
-pub fn disable() {
-    MODE.store(MODE_OFF, Ordering::Relaxed);
-}
-
-/// True when this process may still use the hint (not disabled, io_uring not refused so far).
+/// True when this process may still use the hint (not switched off by `FERROLOOP_IO_URING=0`,
+/// io_uring not refused so far).
 pub fn available() -> bool {
     enabled()
 }
