@@ -146,6 +146,57 @@ def test_a_write_from_another_thread_is_seen_by_the_next_turn(loop):
         b.close()
 
 
+def _in_thread(fn, *args):
+    result = {}
+
+    def run():
+        try:
+            result["value"] = fn(*args)
+        except BaseException as exc:  # re-raised in the calling thread
+            result["error"] = exc
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def _io_uring_refused():
+    with open("/proc/sys/kernel/io_uring_disabled") as f:
+        return f.read().strip() != "0"
+
+
+def test_a_loop_run_by_other_threads_after_arming_keeps_the_order_and_its_hint(loop):
+    # The armed poll's task work belongs to the thread that armed it. Each run below ends with
+    # 100 quiet turns, so it leaves a poll armed for the next run, which happens on another
+    # thread: the main thread (asleep in join() meanwhile), then a thread that exits after its
+    # run (its poll is cancelled with it), the main thread again, a new thread. Every run must
+    # give the stock loop's order, and on ferroloop every run must skip the waits of its quiet
+    # stretches: a ring serves only the thread that made it.
+    writes_at = {5, 150, 151, 300}
+    stock = asyncio.new_event_loop()
+    try:
+        reference = _spin_and_write(stock, writes_at)
+    finally:
+        stock.close()
+    stats = getattr(loop, "_wait_hint_stats", None)
+    runs = []
+    for where in ("main", "thread", "thread", "main", "thread", "main"):
+        before = stats()[0] if stats else 0
+        if where == "main":
+            log = _spin_and_write(loop, writes_at)
+        else:
+            log = _in_thread(_spin_and_write, loop, writes_at)
+        assert log == reference, where
+        runs.append(stats()[0] - before if stats else None)
+    if stats:
+        assert stats()[1] == 0, stats()  # no miss
+        if not _io_uring_refused():
+            assert all(n > SPIN * 0.8 for n in runs), runs
+
+
 def _out(res):
     assert res.returncode == 0, f"exit {res.returncode}\n{res.stdout}\n{res.stderr}"
     return res.stdout.strip().splitlines()[-1]

@@ -47,14 +47,18 @@
 //!   start (read once per process).
 //! - After `fork()`, the child shares the parent's ring memory: a child never reads or arms an
 //!   inherited ring (a `pthread_atfork` counter), it drops it and polls for real.
-//! - The completion's task work belongs to the thread that armed the poll. If another thread
-//!   runs the loop later, `TASKRUN` stays set until the arming thread enters the kernel: the
-//!   hint then answers "maybe ready" and the waits are real.
+//! - The completion's task work belongs to the thread that armed the poll: run by another
+//!   thread, the loop would see `TASKRUN` set until the arming thread enters the kernel, and
+//!   for good once that thread has exited (measured: after a loop ran once in a thread that
+//!   then exited, it never skipped a wait again). So a ring serves only the thread that made
+//!   it: a wait on another thread is real, and that thread's next quiet stretch makes its own
+//!   ring (closing the old one cancels its poll).
 
 use io_uring::{opcode, types, IoUring};
+use std::cell::Cell;
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Once;
 
 /// Zero-timeout waits in a row that found nothing before the poll is armed.
@@ -78,6 +82,27 @@ const MODE_ENV: &str = "FERROLOOP_IO_URING";
 /// Bumped in every child after `fork()` (`pthread_atfork`).
 static FORK_GENERATION: AtomicU32 = AtomicU32::new(0);
 static ATFORK: Once = Once::new();
+
+/// The last thread token handed out ([`thread_token`]).
+static LAST_THREAD: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// This thread's token; 0 until asked.
+    static THREAD: Cell<u64> = const { Cell::new(0) };
+}
+
+/// A number that no other thread of the process has, now or before (a thread-local's address
+/// or `pthread_self()` may be reused by a thread started after another one exited).
+fn thread_token() -> u64 {
+    THREAD.with(|t| match t.get() {
+        0 => {
+            let token = LAST_THREAD.fetch_add(1, Ordering::Relaxed) + 1;
+            t.set(token);
+            token
+        }
+        token => token,
+    })
+}
 
 extern "C" fn after_fork_in_child() {
     FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
@@ -123,6 +148,8 @@ enum State {
 pub struct Hint {
     ring: Option<IoUring>,
     generation: u32,
+    /// The [`thread_token`] of the thread that made `ring`.
+    owner: u64,
     state: State,
     /// Waits skipped, for the loop's metrics and the tests.
     pub skipped: u64,
@@ -135,6 +162,7 @@ impl Default for Hint {
         Self {
             ring: None,
             generation: 0,
+            owner: 0,
             state: State::Idle { quiet: 0 },
             skipped: 0,
             missed: 0,
@@ -158,6 +186,13 @@ impl Hint {
         };
         if self.generation != FORK_GENERATION.load(Ordering::Relaxed) || !enabled() {
             self.switch_off();
+            return false;
+        }
+        if self.owner != thread_token() {
+            // Another thread armed this poll (module docs): wait for real; this thread's next
+            // quiet stretch makes its own ring.
+            self.ring = None;
+            self.state = State::Idle { quiet: 0 };
             return false;
         }
         let Some(ring) = self.ring.as_mut() else {
@@ -237,11 +272,15 @@ impl Hint {
             self.state = State::Off;
             return;
         }
+        if self.ring.is_some() && self.owner != thread_token() {
+            self.ring = None; // another thread's ring (module docs)
+        }
         if self.ring.is_none() {
             match make_ring() {
                 Ok(ring) => {
                     self.ring = Some(ring);
                     self.generation = FORK_GENERATION.load(Ordering::Relaxed);
+                    self.owner = thread_token();
                 }
                 Err(_) => {
                     // Refused or missing: the same answer for every ring of the process.

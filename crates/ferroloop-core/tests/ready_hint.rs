@@ -2,7 +2,8 @@
 //! found nothing. Every way an fd can become ready while the hint is armed must end the skipping
 //! at the very next wait: a write from this thread, a write from another thread (seen as soon as
 //! that thread's `write` returned), registering an fd that is already ready, widening a
-//! registration to a direction that is ready, and the waker. A wait that may block is never
+//! registration to a direction that is ready, and the waker; and so on every thread that runs
+//! the poller, one after another. A wait that may block is never
 //! skipped, and the safety net makes one wait in every `MAX_SKIPS + 1` real.
 //!
 //! These tests need a kernel that lets this process use io_uring (5.19+); where it does not, the
@@ -10,7 +11,7 @@
 
 use ferroloop_core::ready_hint::{self, ARM_AFTER, MAX_SKIPS};
 use ferroloop_core::{Events, Interest, Poller, Readiness};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -200,4 +201,46 @@ fn a_blocking_wait_is_never_skipped_and_ends_the_quiet_stretch() {
     p.wait(&mut ev, Some(Duration::from_millis(20))).unwrap();
     assert!(t.elapsed() >= Duration::from_millis(20));
     assert_eq!(p.waits_skipped(), before);
+}
+
+#[test]
+fn a_poller_moved_between_threads_keeps_skipping_on_each() {
+    // The armed poll's task work belongs to the thread that armed it. Measured with a single
+    // ring: once a thread that had armed it exited, the ring answered "maybe ready" for good
+    // on the threads after it. Each thread now makes its own ring. Here the poller arms on
+    // this thread, then runs on two threads in turn that each see a write, stay quiet and
+    // exit with the poll armed, then here again.
+    fn round(p: &Poller, ev: &mut Events, a: &UnixStream, b: &UnixStream) -> u64 {
+        let start = p.waits_skipped();
+        for _ in 0..(ARM_AFTER + 3) {
+            assert!(poll(p, ev).is_empty());
+        }
+        (&*b).write_all(b"x").unwrap();
+        assert_eq!(poll(p, ev).len(), 1, "the write is seen by the next wait");
+        let mut buf = [0u8; 8];
+        let _ = (&*a).read(&mut buf).unwrap();
+        for _ in 0..(ARM_AFTER + 10) {
+            assert!(poll(p, ev).is_empty());
+        }
+        p.waits_skipped() - start
+    }
+    let (p, ev, a, b) = quiet_poller();
+    if !hint_works(&p) {
+        return;
+    }
+    let shared = Arc::new((p, std::sync::Mutex::new(ev), a, b));
+    let mut skipped = Vec::new();
+    for _ in 0..2 {
+        let s = Arc::clone(&shared);
+        skipped.push(
+            std::thread::spawn(move || round(&s.0, &mut s.1.lock().unwrap(), &s.2, &s.3))
+                .join()
+                .unwrap(),
+        );
+    }
+    let s = &*shared;
+    skipped.push(round(&s.0, &mut s.1.lock().unwrap(), &s.2, &s.3));
+    // Each round has at least 2 + 10 quiet waits after its arming (less the arming waits).
+    assert!(skipped.iter().all(|&n| n >= 10), "{skipped:?}");
+    assert_eq!(s.0.hint_missed(), 0);
 }
