@@ -560,7 +560,8 @@ def test_ferroloop_nested_run_in_process(ferroloop_mod, outer):
 
 # ---------------------------------------------------------------------------------- 5. stats
 
-STATS_KEYS = ("turns", "callbacks", "busy", "idle", "longest_stall", "ready", "timers", "fds")
+STATS_KEYS = ("turns", "callbacks", "busy", "idle", "longest_stall", "ready", "timers", "fds",
+              "waits_skipped")
 
 
 def test_ferroloop_stats_keys_fresh_loop(ferroloop_mod):
@@ -568,7 +569,7 @@ def test_ferroloop_stats_keys_fresh_loop(ferroloop_mod):
     try:
         s = loop.stats()
         assert set(STATS_KEYS) <= set(s), f"missing: {set(STATS_KEYS) - set(s)}"
-        for k in ("turns", "callbacks", "ready", "timers", "fds"):
+        for k in ("turns", "callbacks", "ready", "timers", "fds", "waits_skipped"):
             assert isinstance(s[k], int) and s[k] == 0, (k, s[k])
         for k in ("busy", "idle", "longest_stall"):
             assert isinstance(s[k], float) and s[k] == 0.0, (k, s[k])

@@ -504,7 +504,8 @@ class Loop(_native.LoopCore, NetworkingMixin, asyncio.AbstractEventLoop):
     def stats(self):
         """Loop metrics, always on: turns, callbacks run, seconds busy and idle (waiting for
         I/O or timers), the longest stall (the longest time the loop went without polling),
-        ready-queue depth, live and cancelled timers, watched fds."""
+        ready-queue depth, live and cancelled timers, watched fds, and the zero-timeout waits
+        that the readiness hint skipped (``docs/semantics.md``)."""
         (turns, callbacks, ready, timers, cancelled, fds, running, idle,
          longest) = self._native_stats()
         return {
@@ -517,6 +518,7 @@ class Loop(_native.LoopCore, NetworkingMixin, asyncio.AbstractEventLoop):
             "timers": timers - cancelled,
             "cancelled_timers": cancelled,
             "fds": fds,
+            "waits_skipped": self._wait_hint_stats()[0],
         }
 
 

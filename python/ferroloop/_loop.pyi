@@ -38,6 +38,7 @@ class _Stats(TypedDict):
     timers: int
     cancelled_timers: int
     fds: int
+    waits_skipped: int
 
 class Loop(asyncio.BaseEventLoop):
     """An asyncio event loop whose scheduling core is written in Rust."""

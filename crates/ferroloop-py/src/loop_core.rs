@@ -300,6 +300,7 @@ impl LoopCore {
                 signal_pipe: None,
                 sock_owners: HashMap::new(),
                 sock_sweep_at: crate::fd_watch::SOCK_SWEEP_MIN,
+                hint_at_close: (0, 0),
             }),
             events: Mutex::new(Events::new()),
             waker: GilCell::new(Some(waker)),
@@ -510,7 +511,11 @@ impl LoopCore {
         let taken = {
             let mut st = this.st.borrow_mut(py);
             let owners = std::mem::take(&mut st.sock_owners);
-            (st.ev.close(), st.signal_pipe.take(), owners)
+            let closed = st.ev.close();
+            if let Some(p) = &closed.1 {
+                st.hint_at_close = (p.waits_skipped(), p.hint_missed());
+            }
+            (closed, st.signal_pipe.take(), owners)
         };
         let waker = this.waker.borrow_mut(py).take();
         release_all(py, &taken.0 .0);
@@ -662,14 +667,13 @@ impl LoopCore {
     }
 
     /// Zero-timeout waits the readiness hint skipped since the loop was created, and real waits
-    /// that found an event the hint had not announced (0 once the loop is closed). For tests and
-    /// the bench (`ferroloop_core::ready_hint`).
+    /// that found an event the hint had not announced; kept after `close()`. `stats()` reports
+    /// the first as `waits_skipped` (`ferroloop_core::ready_hint`).
     fn _wait_hint_stats(&self, py: Python<'_>) -> (u64, u64) {
-        self.st
-            .borrow(py)
-            .ev
+        let st = self.st.borrow(py);
+        st.ev
             .poller()
-            .map_or((0, 0), |p| (p.waits_skipped(), p.hint_missed()))
+            .map_or(st.hint_at_close, |p| (p.waits_skipped(), p.hint_missed()))
     }
 
     /// `asyncio.Future(loop=self)`, without a Python frame. The class is looked up in
