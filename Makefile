@@ -95,6 +95,22 @@ $(NODIAG)/.nodiag-stamp: $(STAMP) $(NODIAG_SRC)
 	$(NODIAG)/bin/python -m pip install -q --disable-pip-version-check --no-deps --force-reinstall target/wheels-nodiag/*.whl
 	@mv $@.new $@
 
+# An A/B baseline for `bench/run.py --baseline target/baseline/site`: commit REV built as a wheel
+# (in its own target directory, so it never invalidates the default build) and unpacked, so a
+# worker imports it with the directory first on sys.path. REVISION names the commit.
+REV        ?= HEAD
+BASELINE   := target/baseline
+
+.PHONY: baseline
+baseline: $(STAMP) ## build commit REV (default HEAD) into target/baseline/site for bench/run.py --baseline
+	rm -rf $(BASELINE)/src $(BASELINE)/wheel $(BASELINE)/site
+	mkdir -p $(BASELINE)/src
+	git archive --format=tar $$(git rev-parse --verify $(REV)^{commit}) | tar -x -C $(BASELINE)/src
+	cd $(BASELINE)/src && CARGO_TARGET_DIR=$(abspath target/baseline-build) \
+	  $(abspath $(VENV))/bin/maturin build -q --profile $(PROFILE) -i $(abspath $(VPY)) -o $(abspath $(BASELINE))/wheel
+	$(VPY) -m zipfile -e $(BASELINE)/wheel/*.whl $(BASELINE)/site
+	git describe --always $(REV) > $(BASELINE)/site/REVISION
+
 .PHONY: bench-diag
 bench-diag: build $(NODIAG)/.nodiag-stamp ## cost of the diagnostics: compiled out vs debug off vs debug on
 	$(VPY) bench/diag_overhead.py --markdown

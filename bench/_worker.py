@@ -344,7 +344,11 @@ def main():
     ap.add_argument("--probe", action="store_true", help="only check the loop can be created")
     ap.add_argument("--no-gc", action="store_true", help="disable the cyclic GC while timing")
     ap.add_argument("--timeout", type=float, default=60, help="watchdog: give up after this many s")
+    ap.add_argument("--ferroloop-from", metavar="DIR",
+                    help="import ferroloop from DIR (an A/B baseline: run.py --baseline)")
     a = ap.parse_args()
+    if a.ferroloop_from:
+        sys.path.insert(0, os.path.abspath(a.ferroloop_from))
     # Watchdog: a loop that deadlocks (a lost wake-up, a callback never run) reports a timeout.
     dog = threading.Timer(a.timeout, _emit, [{"ok": False, "error": f"timeout: no result after {a.timeout:g}s"}])
     dog.daemon = True
@@ -354,6 +358,9 @@ def main():
             loop = _factory(a.loop)()
             loop.close()
             res = {"ok": True, "version": _version(a.loop)}
+            if a.loop == "ferroloop":
+                import ferroloop
+                res["file"] = os.path.realpath(ferroloop.__file__)
         else:
             res = run(a.loop, a.bench, a.quick, a.repeat, a.no_gc)
     except BaseException as e:  # report, never crash without a JSON line

@@ -4,12 +4,18 @@
     python bench/run.py --quick              # smoke test: 1 round, 1/10 of the work (~5 s)
     python bench/run.py --bench call_soon,sleep0 --loops asyncio,ferroloop --rounds 7
     python bench/run.py --markdown --json bench/results/latest.json
+    make baseline REV=HEAD~1 && python bench/run.py --loops ferroloop --baseline target/baseline/site
 
 Method (see bench/README.md): every (loop, benchmark) measurement is a fresh interpreter running
 bench/_worker.py, which reports its fastest of --repeat timed runs.  Rounds are interleaved:
 round r runs every benchmark on every loop, loops in a shuffled order, so slow drifts of a noisy
 machine hit all loops alike.  We report the median over rounds, the min-max spread, and
 throughput ratios ferroloop / other loop (> 1 means ferroloop is faster).
+
+An A/B of two builds of ferroloop: ``--baseline DIR`` adds the loop ``baseline``, ferroloop
+imported from DIR (``make baseline REV=...`` builds a commit into ``target/baseline/site``),
+interleaved with the others in every round; its column ``ferroloop/baseline`` is the change's
+speed-up, with the range of the per-round ratios.
 """
 
 import argparse
@@ -68,17 +74,41 @@ def worker(args, extra):
     return run_worker([sys.executable, WORKER] + extra)
 
 
+BASELINE = "baseline"  # the loop name of --baseline: ferroloop imported from another directory
+
+
+def loop_args(args, name):
+    """The worker's options that select loop `name`."""
+    if name == BASELINE:
+        return ["--loop", "ferroloop", "--ferroloop-from", args.baseline]
+    return ["--loop", name]
+
+
 def probe_loops(args):
     """Keep the loops that can be created; say why the others are skipped (silently for the
-    optional peers)."""
-    ok, versions = [], {}
+    optional peers). With --baseline, check that the two ferroloops are different files."""
+    ok, versions, files = [], {}, {}
     for name in args.loops:
-        r = worker(args, ["--loop", name, "--probe"])
+        r = worker(args, loop_args(args, name) + ["--probe"])
         if r["ok"]:
             ok.append(name)
             versions[name] = r.get("version", "?")
+            files[name] = r.get("file")
         elif name not in OPTIONAL or args.loops_given:
             print(f"# {name}: unavailable, skipped ({r['error']})")
+    if BASELINE in files:
+        base = os.path.realpath(args.baseline)
+        if not (files[BASELINE] or "").startswith(base + os.sep):
+            raise SystemExit(f"--baseline {args.baseline}: ferroloop was imported from "
+                             f"{files[BASELINE]}, not from that directory")
+        if (files.get(REF) or "").startswith(base + os.sep):
+            raise SystemExit(f"--baseline {args.baseline}: the ferroloop under test comes from the "
+                             "same directory")
+        rev = os.path.join(args.baseline, "REVISION")
+        if os.path.exists(rev):
+            with open(rev) as f:
+                versions[BASELINE] += f" at {f.read().strip()}"
+        versions[BASELINE] += f" from {args.baseline}"
     return ok, versions
 
 
@@ -175,9 +205,18 @@ def main():
     ap.add_argument("--no-gc", action="store_true",
                     help="diagnosis: disable the cyclic GC in the timed runs (not realistic)")
     ap.add_argument("--seed", type=int, default=None, help="seed of the in-round shuffle")
+    ap.add_argument("--baseline", metavar="DIR",
+                    help="A/B: also run ferroloop imported from DIR, as the loop 'baseline' "
+                         "(make baseline REV=... builds one into target/baseline/site)")
     args = ap.parse_args()
     args.loops_given = args.loops is not None
     args.loops = (args.loops or ",".join(ALL_LOOPS)).split(",")
+    if args.baseline:
+        if not os.path.isdir(os.path.join(args.baseline, "ferroloop")):
+            ap.error(f"--baseline {args.baseline}: no ferroloop package in that directory")
+        if REF not in args.loops:
+            args.loops.append(REF)
+        args.loops.append(BASELINE)
     benches = [b for b in args.bench.split(",") if b]
     for b in benches:
         if b not in _worker.BENCHES:
@@ -212,7 +251,7 @@ def main():
             for l in order:
                 if (b, l) in hung:
                     continue
-                extra = ["--loop", "asyncio" if l == "-" else l, "--bench", b, "--repeat", str(repeat)]
+                extra = loop_args(args, "asyncio" if l == "-" else l) + ["--bench", b, "--repeat", str(repeat)]
                 extra += (["--quick"] if args.quick else []) + (["--no-gc"] if args.no_gc else [])
                 r = worker(args, extra)
                 raw.append({"round": rnd, "bench": b, "loop": l, **r})
