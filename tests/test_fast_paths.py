@@ -158,11 +158,14 @@ def test_cycle_through_a_run_handle_is_collected(loop):
     assert ref() is None
 
 
+POOL_CAPACITY = 262_144  # pool.rs, CAPACITY (checked against the build below)
+
+
 def test_more_pending_handles_than_the_pool_keeps(loop):
-    """More handles pending at once than the handle pool keeps (65536 per type, pool.rs): the
+    """More handles pending at once than the handle pool keeps (262144 per type, pool.rs): the
     ones beyond it are allocated and freed normally; every callback runs once, in order, and
     the handles made afterwards (recycled) are fresh."""
-    n = 70_000
+    n = POOL_CAPACITY + 4000
     for _ in range(2):                   # the second time, the pool starts full
         got = []
         handles = [loop.call_soon(got.append, i) for i in range(n)]
@@ -175,6 +178,42 @@ def test_more_pending_handles_than_the_pool_keeps(loop):
     h = loop.call_soon(str, "x")
     assert h._args == ("x",) and h._callback is str and not h.cancelled()
     h.cancel()
+
+
+def test_ferroloop_a_bursts_pooled_handles_go_back_when_the_loop_waits(ferroloop_mod):
+    """The pool keeps what a burst released while the loop is busy, and gives back what is
+    above KEEP, TRIM_STEP objects per wait that may block (pool.rs)."""
+    from ferroloop import _native
+
+    _, _, capacity, keep, step = _native._handle_pools()
+    assert capacity == POOL_CAPACITY and keep < capacity and step > 0
+    pooled = lambda: _native._handle_pools()[0]  # noqa: E731
+    loop = ferroloop_mod.new_event_loop()
+    try:
+        n = keep + 5 * step
+        for _ in range(n):
+            loop.call_soon(int)
+        _one_turn(loop)                  # they ran: back in the pool (with what was there)
+        full = pooled()
+        assert full >= n
+        for _ in range(20):              # busy turns (nothing waits): all are kept
+            _one_turn(loop)
+        assert pooled() >= full - 100
+
+        async def idle(waits):
+            for _ in range(waits):
+                await asyncio.sleep(0.001)
+
+        loop.run_until_complete(idle(2))  # at least 2 waits that may block: 2 steps released
+        after_two = pooled()
+        assert after_two <= full + 100 - 2 * step, (full, after_two)
+        # The rest, down to KEEP, and no further.
+        loop.run_until_complete(idle((after_two - keep) // step + 5))
+        assert keep - 100 <= pooled() <= keep + 100, (keep, pooled())
+        loop.run_until_complete(idle(10))
+        assert keep - 100 <= pooled() <= keep + 100, (keep, pooled())
+    finally:
+        loop.close()
 
 
 def _shown(args, loop):

@@ -24,6 +24,7 @@ __all__ = [
     "WriteBuffer",
     "DatagramCore",
     "accept_nonblocking",
+    "_handle_pools",
 ]
 
 _T = TypeVar("_T")
@@ -284,3 +285,7 @@ def accept_nonblocking(
     """``conn, addr = sock.accept(); conn.setblocking(False)`` on a listening ``AF_INET`` or
     ``AF_INET6`` socket, with ``accept4(SOCK_NONBLOCK | SOCK_CLOEXEC)``; ``None`` when no
     connection is waiting (transport/accept.rs)."""
+
+def _handle_pools() -> tuple[int, int, int, int, int]:
+    """``(handles pooled, timer handles pooled, CAPACITY, KEEP, TRIM_STEP)``: the recycled handle
+    objects (pool.rs), for the tests."""

@@ -35,6 +35,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<handle::Handle>()?;
     m.add_class::<handle::TimerHandle>()?;
     pool::install(m.py())?;
+    m.add_function(wrap_pyfunction!(pool::_handle_pools, m)?)?;
     fastcall::install(m.py())?;
     loop_core::install_traverse(m.py());
     m.add_class::<sock::SockOp>()?;

@@ -15,6 +15,12 @@
 //! when it imports it). Should the GIL be off all the same (a free-threaded interpreter run with
 //! `PYTHON_GIL=0`), [`install`] leaves the default allocator in place.
 //!
+//! How much a pool keeps: up to [`imp::CAPACITY`] objects while the loop is busy, so that a
+//! fan-out of 100k tasks (100k wake-ups pending at once) is served from the pool the next time,
+//! and down to [`imp::KEEP`] once it goes idle: each wait that may block first releases up to
+//! [`imp::TRIM_STEP`] objects above `KEEP` ([`trim_idle`]), so a server's memory returns to the
+//! allocator after a spike, about 10 µs at a time, in moments when it has nothing to do.
+//!
 //! [`install`] replaces the two types' `tp_alloc`/`tp_free` at module import. Only objects of
 //! exactly that type are pooled (a subclass falls through to the default functions), and an
 //! object is taken from the pool with `PyObject_Init` (type and reference count set; PyO3 then
@@ -30,16 +36,27 @@ mod imp {
     use std::ffi::c_void;
     use std::ptr;
 
-    /// Objects kept per type: enough for the bursts of a busy loop (a batch of wake-ups, a
-    /// thread feeding `call_soon_threadsafe`). A thread holds the GIL for a switch interval
-    /// (5 ms) at a time, and at 100-160 ns per `call_soon_threadsafe` it queues 30-50k handles
-    /// before the loop runs any: with 8192 the rest were new GC objects, each counted towards
-    /// the next collection, and that bench ran 1.25x faster with this capacity (A/B, 5 and 7
-    /// rounds). The pool only ever holds objects that were live at the same time, so it keeps
-    /// at most the process's own peak of pending handles, bounded here at about 9 MB per type
-    /// (a handle is 144 bytes with its GC header); the array itself is 512 KiB of zeroed
-    /// memory, untouched (not resident) until a burst that size has happened.
-    const CAPACITY: usize = 65536;
+    /// Objects kept per type while the loop is busy: enough for the bursts of a busy loop (a
+    /// batch of wake-ups, a thread feeding `call_soon_threadsafe`, a fan-out of tasks). A
+    /// thread holds the GIL for a switch interval (5 ms) at a time, and at 100-160 ns per
+    /// `call_soon_threadsafe` it queues 30-50k handles before the loop runs any: with 8192 the
+    /// rest were new GC objects, each counted towards the next collection, and that bench ran
+    /// 1.25x faster with 65536 (A/B, 5 and 7 rounds). `create_task` of 100k coroutines queues
+    /// 100k first steps at once: with 65536 the other 35k were new GC objects again (825 young
+    /// collections and 6 full ones per 100k-task gather, against 781 and 5 with this capacity),
+    /// and the gather bench ran 1.22x faster with 262144 (A/B, 5 rounds, 1.18-1.41). The pool
+    /// only ever holds objects that were live at the same time, so it keeps at most the
+    /// process's own peak of pending handles, bounded here at about 38 MB per type (a handle
+    /// is 144 bytes with its GC header) while busy and [`KEEP`] once idle; the array itself is
+    /// 2 MiB of zeroed memory, untouched (not resident) until a burst that size has happened.
+    pub(crate) const CAPACITY: usize = 262_144;
+    /// Objects kept per type through idle periods (about 9 MB of handles at most).
+    pub(crate) const KEEP: usize = 65_536;
+    /// Objects released per wait that may block while a pool holds more than [`KEEP`]: about
+    /// 10 µs of `PyObject_GC_Del` (a step of 1024 made each of 100 waits of a loop blocking on
+    /// a 0.2 ms timer take 319 µs instead of 279 µs), so at most 768 such waits after the
+    /// largest burst.
+    pub(crate) const TRIM_STEP: usize = 256;
 
     pub(super) struct Pool {
         ty: UnsafeCell<*mut ffi::PyTypeObject>,
@@ -106,6 +123,33 @@ mod imp {
                 ffi::PyObject_GC_Del(obj.cast());
             }
         }
+
+        /// Releases up to `step` pooled objects above `keep`.
+        ///
+        /// # Safety
+        /// The GIL is held.
+        pub(super) unsafe fn trim(&self, keep: usize, step: usize) {
+            // SAFETY: GIL held (caller): exclusive access. Every pooled pointer is a whole
+            // object of type `ty` whose fields were already dropped (`free`): what the default
+            // tp_free, PyObject_GC_Del, releases.
+            unsafe {
+                let len = &mut *self.len.get();
+                let target = len.saturating_sub(step).max(keep);
+                while *len > target {
+                    *len -= 1;
+                    ffi::PyObject_GC_Del((*self.items.get())[*len].cast());
+                }
+            }
+        }
+
+        /// How many objects the pool holds.
+        ///
+        /// # Safety
+        /// The GIL is held.
+        pub(super) unsafe fn len(&self) -> usize {
+            // SAFETY: GIL held (caller): no write runs concurrently.
+            unsafe { *self.len.get() }
+        }
     }
 }
 
@@ -131,6 +175,26 @@ macro_rules! pooled {
 
 pooled!(HANDLES, handle_alloc, handle_free);
 pooled!(TIMERS, timer_alloc, timer_free);
+
+/// The loop is about to wait with a timeout (it may block: nothing is ready): release part of
+/// what a burst left above [`imp::KEEP`] (module docs). Two loads when there is nothing to do.
+#[inline]
+pub(crate) fn trim_idle(_py: Python<'_>) {
+    // SAFETY: the GIL is held (`_py`). A pool that was never installed holds nothing.
+    unsafe {
+        HANDLES.trim(imp::KEEP, imp::TRIM_STEP);
+        TIMERS.trim(imp::KEEP, imp::TRIM_STEP);
+    }
+}
+
+/// `_native._handle_pools()`, for the tests: `(handles pooled, timer handles pooled, CAPACITY,
+/// KEEP, TRIM_STEP)`.
+#[pyfunction]
+pub(crate) fn _handle_pools(_py: Python<'_>) -> (usize, usize, usize, usize, usize) {
+    // SAFETY: the GIL is held (`_py`).
+    let (h, t) = unsafe { (HANDLES.len(), TIMERS.len()) };
+    (h, t, imp::CAPACITY, imp::KEEP, imp::TRIM_STEP)
+}
 
 /// Points the two handle types' `tp_alloc`/`tp_free` at their pools (module import), unless
 /// the interpreter runs without a GIL (`sys._is_gil_enabled()` false, 3.13+ free-threaded).

@@ -77,6 +77,8 @@ impl Host for PyHost<'_, '_> {
         } else {
             None
         };
+        // Nothing is ready: the moment to hand a burst's pooled handles back (pool.rs).
+        crate::pool::trim_idle(self.py);
         let r = self.py.detach(|| poller.wait(events, timeout));
         if let Some(before) = before {
             self.this.st.borrow_mut(self.py).times.idle += clock::monotonic() - before;
