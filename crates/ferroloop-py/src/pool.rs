@@ -19,7 +19,9 @@
 //! fan-out of 100k tasks (100k wake-ups pending at once) is served from the pool the next time,
 //! and down to [`imp::KEEP`] once it goes idle: each wait that may block first releases up to
 //! [`imp::TRIM_STEP`] objects above `KEEP` ([`trim_idle`]), so a server's memory returns to the
-//! allocator after a spike, about 10 µs at a time, in moments when it has nothing to do.
+//! allocator after a spike, about 10 µs at a time, in moments when it has nothing to do. The
+//! pools belong to the process, not to a loop: a loop that closes leaves them as they are, for
+//! the next loop (whose waits trim them in turn).
 //!
 //! [`install`] replaces the two types' `tp_alloc`/`tp_free` at module import. Only objects of
 //! exactly that type are pooled (a subclass falls through to the default functions), and an
