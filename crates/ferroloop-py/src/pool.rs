@@ -46,7 +46,8 @@ mod imp {
     /// 1.25x faster with 65536 (A/B, 5 and 7 rounds). `create_task` of 100k coroutines queues
     /// 100k first steps at once: with 65536 the other 35k were new GC objects again (825 young
     /// collections and 6 full ones per 100k-task gather, against 781 and 5 with this capacity),
-    /// and the gather bench ran 1.22x faster with 262144 (A/B, 5 rounds, 1.18-1.41). The pool
+    /// and the gather bench ran 1.22x faster with 262144 and the idle trim below (A/B, 5
+    /// rounds, 1.20-1.23). The pool
     /// only ever holds objects that were live at the same time, so it keeps at most the
     /// process's own peak of pending handles, bounded here at about 38 MB per type (a handle
     /// is 144 bytes with its GC header) while busy and [`KEEP`] once idle; the array itself is
@@ -131,9 +132,15 @@ mod imp {
         /// # Safety
         /// The GIL is held.
         pub(super) unsafe fn trim(&self, keep: usize, step: usize) {
-            // SAFETY: GIL held (caller): exclusive access. Every pooled pointer is a whole
-            // object of type `ty` whose fields were already dropped (`free`): what the default
-            // tp_free, PyObject_GC_Del, releases.
+            // SAFETY: GIL held (caller): no write runs concurrently with this read. A pool that
+            // was never installed (no GIL: `install`) always answers here, by reading only.
+            if unsafe { *self.len.get() } <= keep {
+                return;
+            }
+            // SAFETY: GIL held (caller), and the pool is installed, so the GIL serialises every
+            // access: exclusive. Every pooled pointer is a whole object of type `ty` whose
+            // fields were already dropped (`free`): what the default tp_free, PyObject_GC_Del,
+            // releases.
             unsafe {
                 let len = &mut *self.len.get();
                 let target = len.saturating_sub(step).max(keep);
