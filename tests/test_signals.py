@@ -3,6 +3,7 @@
 import asyncio
 import os
 import signal
+import socket
 import threading
 import time
 
@@ -19,6 +20,10 @@ def _restore_signals():
         signal.signal(s, h)
     wakeup = signal.set_wakeup_fd(-1)
     assert wakeup == -1, f"the loop left signal.set_wakeup_fd({wakeup}) installed"
+
+
+def loop_is_ferroloop(loop):
+    return type(loop).__module__.startswith("ferroloop")
 
 
 def kill_self_later(sig, delay):
@@ -327,3 +332,74 @@ def test_sigint_from_a_callback_under_load_always_arrives(loop_name, run_py):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert proc.stdout.startswith("ok slowest"), proc.stdout[-2000:]
     assert float(proc.stdout.split()[-1]) < 2.0
+
+
+def _racing_set_wakeup_fd(monkeypatch, foreign_fds, sig):
+    """signal.set_wakeup_fd that raises `sig` right after it installed an fd that is not one of
+    `foreign_fds` (the loop's own wakeup pipe standing in, or -1): the C handler then writes the
+    signal's byte into the fd set at that instant (or nowhere), as a signal landing there would.
+    Returns the list of the fds that were set when it raised."""
+    real = signal.set_wakeup_fd
+    raised = []
+
+    def racing(fd, *args, **kwargs):
+        old = real(fd, *args, **kwargs)
+        if fd not in foreign_fds:
+            raised.append(fd)
+            signal.raise_signal(sig)
+        return old
+
+    monkeypatch.setattr(signal, "set_wakeup_fd", racing)
+    return raised
+
+
+def test_a_signal_while_the_loop_swaps_the_wakeup_fd_reaches_the_fd_that_was_set(
+        loop, monkeypatch):
+    # Another library's wakeup fd is set when the loop starts; a signal arriving at any moment
+    # of the run must write its byte there, never into the loop's own pipe.
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    signal.signal(signal.SIGUSR1, lambda *args: None)
+    assert signal.set_wakeup_fd(b.fileno()) == -1
+    try:
+        raised = _racing_set_wakeup_fd(monkeypatch, {b.fileno()}, signal.SIGUSR1)
+        loop.run_until_complete(asyncio.sleep(0))
+        monkeypatch.undo()
+        assert signal.set_wakeup_fd(-1) == b.fileno()  # still theirs
+        try:
+            got = a.recv(64)
+        except BlockingIOError:
+            got = b""
+        assert got == bytes([signal.SIGUSR1]) * len(raised), (got, raised)
+        if loop_is_ferroloop(loop):
+            assert raised, "the loop never stood in for the wakeup fd: the test measured nothing"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_signal_while_the_loop_hands_the_wakeup_fd_back_reaches_its_handler(
+        loop, monkeypatch):
+    # The loop's own pipe is the wakeup fd while it runs; add_signal_handler() during the run
+    # sets the loop's self-pipe instead. At the end of the run the loop must leave that one in
+    # place, and a signal landing while it does so must still reach the asyncio handler.
+    calls = []
+    raised = []
+
+    async def main():
+        loop.add_signal_handler(signal.SIGUSR2, calls.append, "usr2")
+        raised.append(_racing_set_wakeup_fd(monkeypatch, {loop._csock.fileno()},
+                                            signal.SIGUSR2))
+
+    try:
+        loop.run_until_complete(main())
+        raised = raised[0]
+        monkeypatch.undo()
+        for _ in range(3):  # the next run reads the self-pipe and runs the handler
+            loop.run_until_complete(asyncio.sleep(0.01))
+        assert calls == ["usr2"] * len(raised), (calls, raised)
+        if loop_is_ferroloop(loop):
+            assert raised, "the loop never stood in for the wakeup fd: the test measured nothing"
+    finally:
+        loop.remove_signal_handler(signal.SIGUSR2)

@@ -15,6 +15,7 @@ provides; the list per Python version is ``tests/borrowed_manifest/<version>.tom
 
 import asyncio
 import collections.abc
+import os
 import signal
 import socket
 import sys
@@ -167,10 +168,20 @@ class Loop(_native.LoopCore, NetworkingMixin, asyncio.AbstractEventLoop):
         # starts, still ends the wait at once, and the turn runs the Python handler (Ctrl-C's
         # KeyboardInterrupt). Only when no wakeup fd is set: one set by add_signal_handler()
         # is this loop's own self-pipe, and one set by other code is theirs.
+        #
+        # `signal` can only read the wakeup fd by setting another, and the C handler writes a
+        # signal's byte into whichever fd is set at that instant: a signal landing between two
+        # calls would reach this loop's pipe instead of the fd that was set, and an asyncio
+        # handler waiting for that byte (add_signal_handler(), a child watcher's SIGCHLD) would
+        # never run. So the swaps are lossless: what reaches this loop's pipe while it stands in
+        # for another fd is handed to that fd (_give_back_wakeup_fd).
         self._wakeup_fd = None
         if threading.current_thread() is not threading.main_thread():
             return
+        if self._signal_handlers:
+            return  # add_signal_handler() set this loop's self-pipe: no swap at all
         fd = self._signal_wakeup_fd()
+        self._take_signal_bytes()  # left from an earlier run: its handlers have run
         try:
             old = signal.set_wakeup_fd(fd)
         except (ValueError, OSError):
@@ -178,20 +189,34 @@ class Loop(_native.LoopCore, NetworkingMixin, asyncio.AbstractEventLoop):
         if old == -1:
             self._wakeup_fd = fd
         else:
-            signal.set_wakeup_fd(old)  # someone else's: leave it in place
+            self._give_back_wakeup_fd(old)  # someone else's: leave it in place
 
     def _restore_wakeup_fd(self):
         fd, self._wakeup_fd = self._wakeup_fd, None
         if fd is None:
             return
         try:
-            prev = signal.set_wakeup_fd(-1)
-            if prev != fd:
+            self._take_signal_bytes()  # ours while it was set: the turns ran their handlers
+            prev = signal.set_wakeup_fd(fd)  # no change while ours is still set
+            if prev == fd:
+                signal.set_wakeup_fd(-1)
+            else:
                 # add_signal_handler() replaced it meanwhile: that one stays, as it would on the
                 # stdlib loop, so signals arriving between runs reach the next run.
-                signal.set_wakeup_fd(prev)
+                self._give_back_wakeup_fd(prev)
         except (ValueError, OSError):
             pass
+
+    def _give_back_wakeup_fd(self, fd):
+        """Sets the wakeup fd back to `fd` after this loop's pipe stood in for it, and writes
+        into `fd` the signal numbers that reached the pipe meanwhile."""
+        signal.set_wakeup_fd(fd)
+        data = self._take_signal_bytes()
+        if data:
+            try:
+                os.write(fd, data)
+            except OSError:
+                pass  # full or closed: as when the C handler's own write fails
 
     run_until_complete = borrow(_Base, "run_until_complete")
     is_running = borrow(_Base, "is_running")

@@ -20,7 +20,7 @@ use crate::turn;
 use ferroloop_core::{clock, EventLoop, Events, OffsetClock, Poller};
 use pyo3::exceptions::{PyAttributeError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyTuple};
 use pyo3::PyClassInitializer;
 use pyo3::{ffi, intern};
 use pyo3::{PyTraverseError, PyVisit};
@@ -635,6 +635,20 @@ impl LoopCore {
             st.signal_pipe = Some(SignalPipe::new(poller).map_err(os_error)?);
         }
         Ok(st.signal_pipe.as_ref().map_or(-1, SignalPipe::write_fd))
+    }
+
+    /// Empties the loop's signal wakeup pipe and returns its bytes (`b""` when it has none or
+    /// does not exist): `Loop._install_wakeup_fd` hands what reached it during a swap of
+    /// `signal.set_wakeup_fd()` to the fd that was set before (`_loop.py`).
+    fn _take_signal_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        let data = self
+            .st
+            .borrow(py)
+            .signal_pipe
+            .as_ref()
+            .map(SignalPipe::take)
+            .unwrap_or_default();
+        PyBytes::new(py, &data)
     }
 
     /// The reader and writer handles of `fd` (`(None, None)` when it is not watched).

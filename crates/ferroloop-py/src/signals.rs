@@ -48,6 +48,19 @@ impl SignalPipe {
         self.write.as_raw_fd()
     }
 
+    /// Empties the pipe and returns what it held (signal numbers, one byte each).
+    pub(crate) fn take(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 256];
+        while let Ok(n) = rustix::io::read(&self.read, &mut buf) {
+            out.extend_from_slice(&buf[..n]);
+            if n < buf.len() {
+                break;
+            }
+        }
+        out
+    }
+
     /// Empties the pipe. The bytes are signal numbers; the Python handlers run afterwards
     /// through `PyErr_CheckSignals`, which knows which signals are pending.
     pub(crate) fn drain(&self) {
