@@ -22,10 +22,6 @@ def _restore_signals():
     assert wakeup == -1, f"the loop left signal.set_wakeup_fd({wakeup}) installed"
 
 
-def loop_is_ferroloop(loop):
-    return type(loop).__module__.startswith("ferroloop")
-
-
 def kill_self_later(sig, delay):
     def fire():
         time.sleep(delay)
@@ -354,7 +350,7 @@ def _racing_set_wakeup_fd(monkeypatch, foreign_fds, sig):
 
 
 def test_a_signal_while_the_loop_swaps_the_wakeup_fd_reaches_the_fd_that_was_set(
-        loop, monkeypatch):
+        loop, loop_name, monkeypatch):
     # Another library's wakeup fd is set when the loop starts; a signal arriving at any moment
     # of the run must write its byte there, never into the loop's own pipe.
     a, b = socket.socketpair()
@@ -372,7 +368,7 @@ def test_a_signal_while_the_loop_swaps_the_wakeup_fd_reaches_the_fd_that_was_set
         except BlockingIOError:
             got = b""
         assert got == bytes([signal.SIGUSR1]) * len(raised), (got, raised)
-        if loop_is_ferroloop(loop):
+        if loop_name == "ferroloop":
             assert raised, "the loop never stood in for the wakeup fd: the test measured nothing"
     finally:
         a.close()
@@ -380,7 +376,7 @@ def test_a_signal_while_the_loop_swaps_the_wakeup_fd_reaches_the_fd_that_was_set
 
 
 def test_a_signal_while_the_loop_hands_the_wakeup_fd_back_reaches_its_handler(
-        loop, monkeypatch):
+        loop, loop_name, monkeypatch):
     # The loop's own pipe is the wakeup fd while it runs; add_signal_handler() during the run
     # sets the loop's self-pipe instead. At the end of the run the loop must leave that one in
     # place, and a signal landing while it does so must still reach the asyncio handler.
@@ -399,7 +395,7 @@ def test_a_signal_while_the_loop_hands_the_wakeup_fd_back_reaches_its_handler(
         for _ in range(3):  # the next run reads the self-pipe and runs the handler
             loop.run_until_complete(asyncio.sleep(0.01))
         assert calls == ["usr2"] * len(raised), (calls, raised)
-        if loop_is_ferroloop(loop):
+        if loop_name == "ferroloop":
             assert raised, "the loop never stood in for the wakeup fd: the test measured nothing"
     finally:
         loop.remove_signal_handler(signal.SIGUSR2)
