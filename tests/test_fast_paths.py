@@ -216,6 +216,37 @@ def test_ferroloop_a_bursts_pooled_handles_go_back_when_the_loop_waits(ferroloop
         loop.close()
 
 
+def test_ferroloop_closing_a_loop_gives_back_what_a_burst_left_in_the_pool(ferroloop_mod):
+    """A closed loop makes no more waits that would trim the process's pools: close() itself
+    gives back what is above KEEP, of the handles that ran and of those it drops (pool.rs)."""
+    from ferroloop import _native
+
+    _, _, capacity, keep, _ = _native._handle_pools()
+    pooled = lambda: _native._handle_pools()[:2]  # noqa: E731
+    loop = ferroloop_mod.new_event_loop()
+    n = keep + 20_000
+    for _ in range(n):
+        loop.call_soon(int)
+    _one_turn(loop)                      # they ran: back in the pool, above KEEP
+    assert pooled()[0] >= n, pooled()
+    for _ in range(n):                   # as many timers, dropped pending by close()
+        loop.call_later(3600, int)
+    for _ in range(n // 2):              # and ready handles (from the pool), dropped too
+        loop.call_soon(int)
+    loop.close()
+    handles, timers = pooled()
+    assert keep - 100 <= handles <= keep + 100, (keep, handles)
+    assert keep - 100 <= timers <= keep + 100, (keep, timers)
+    # The next loop is served from what was kept.
+    loop = ferroloop_mod.new_event_loop()
+    try:
+        for _ in range(1000):
+            loop.call_soon(int)
+        assert pooled()[0] <= handles - 1000 + 10
+    finally:
+        loop.close()
+
+
 def _shown(args, loop):
     """The arguments as the stdlib's callback formatting shows them: 3.13 shows them only in
     debug mode (they may hold secrets)."""

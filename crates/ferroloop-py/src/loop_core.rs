@@ -520,6 +520,8 @@ impl LoopCore {
         let waker = this.waker.borrow_mut(py).take();
         release_all(py, &taken.0 .0);
         drop((taken, waker));
+        // The dropped handles went to the pools: give back what is above an idle loop's bound.
+        crate::pool::trim_closed(py);
     }
 
     #[pyo3(signature = (fd, callback, *args))]

@@ -20,8 +20,8 @@
 //! and down to [`imp::KEEP`] once it goes idle: each wait that may block first releases up to
 //! [`imp::TRIM_STEP`] objects above `KEEP` ([`trim_idle`]), so a server's memory returns to the
 //! allocator after a spike, about 10 µs at a time, in moments when it has nothing to do. The
-//! pools belong to the process, not to a loop: a loop that closes leaves them as they are, for
-//! the next loop (whose waits trim them in turn).
+//! pools belong to the process, not to a loop: a loop that closes gives back at once what is
+//! above `KEEP` ([`trim_closed`]) and leaves the rest to the next loop.
 //!
 //! [`install`] replaces the two types' `tp_alloc`/`tp_free` at module import. Only objects of
 //! exactly that type are pooled (a subclass falls through to the default functions), and an
@@ -193,6 +193,19 @@ pub(crate) fn trim_idle(_py: Python<'_>) {
     unsafe {
         HANDLES.trim(imp::KEEP, imp::TRIM_STEP);
         TIMERS.trim(imp::KEEP, imp::TRIM_STEP);
+    }
+}
+
+/// A loop closed: release everything above [`imp::KEEP`] at once. The pools belong to the
+/// process, and a process whose last loop is closed makes no more waits that would trim them:
+/// without this, up to [`imp::CAPACITY`] objects per type (about 38 MB) would stay pooled for
+/// good after a burst. What is kept is the bound of an idle loop, for the next loop (a test
+/// suite makes one per test).
+pub(crate) fn trim_closed(_py: Python<'_>) {
+    // SAFETY: the GIL is held (`_py`). A pool that was never installed holds nothing.
+    unsafe {
+        HANDLES.trim(imp::KEEP, usize::MAX);
+        TIMERS.trim(imp::KEEP, usize::MAX);
     }
 }
 
