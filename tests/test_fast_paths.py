@@ -221,7 +221,7 @@ def test_ferroloop_closing_a_loop_gives_back_what_a_burst_left_in_the_pool(ferro
     gives back what is above KEEP, of the handles that ran and of those it drops (pool.rs)."""
     from ferroloop import _native
 
-    _, _, capacity, keep, _ = _native._handle_pools()
+    _, _, _, keep, _ = _native._handle_pools()
     pooled = lambda: _native._handle_pools()[:2]  # noqa: E731
     loop = ferroloop_mod.new_event_loop()
     n = keep + 20_000

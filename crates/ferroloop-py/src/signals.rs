@@ -51,21 +51,21 @@ impl SignalPipe {
     /// Empties the pipe and returns what it held (signal numbers, one byte each).
     pub(crate) fn take(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        let mut buf = [0u8; 256];
-        while let Ok(n) = rustix::io::read(&self.read, &mut buf) {
-            out.extend_from_slice(&buf[..n]);
-            if n < buf.len() {
-                break;
-            }
-        }
+        self.read_all(|bytes| out.extend_from_slice(bytes));
         out
     }
 
     /// Empties the pipe. The bytes are signal numbers; the Python handlers run afterwards
     /// through `PyErr_CheckSignals`, which knows which signals are pending.
     pub(crate) fn drain(&self) {
+        self.read_all(|_| {});
+    }
+
+    /// Reads the (non-blocking) pipe until it is empty, handing each chunk to `sink`.
+    fn read_all(&self, mut sink: impl FnMut(&[u8])) {
         let mut buf = [0u8; 256];
         while let Ok(n) = rustix::io::read(&self.read, &mut buf) {
+            sink(&buf[..n]);
             if n < buf.len() {
                 break;
             }
