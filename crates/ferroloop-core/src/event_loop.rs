@@ -7,9 +7,12 @@
 //! runs, since callbacks schedule more callbacks):
 //!
 //! 1. [`prepare`](EventLoop::prepare): drop cancelled timers, compute the wait's timeout
-//!    ([`wait_timeout`]) and whether to poll at all;
+//!    ([`wait_timeout`]) and whether to poll at all (a zero-timeout poll is skipped when no fd
+//!    is watched, or when the loop's [readiness hint](crate::ready_hint) proves it would find
+//!    nothing);
 //! 2. the wait (the embedder's, through the poller);
-//! 3. [`dispatch`](EventLoop::dispatch): readiness queues fd callbacks; then
+//! 3. [`dispatch`](EventLoop::dispatch): readiness queues fd callbacks (and a zero-timeout
+//!    wait's outcome goes to the hint); then
 //!    [`queue_due`](EventLoop::queue_due): due timers are queued;
 //! 4. [`ready_len`](EventLoop::ready_len) then that many [`pop_ready`](EventLoop::pop_ready):
 //!    exactly the callbacks ready at that point run.
@@ -19,9 +22,10 @@ use crate::clock::{Clock, MonotonicClock};
 use crate::fd_table::{Direction, FdTable};
 use crate::poller::{Events, Poller};
 use crate::ready::ReadyQueue;
+use crate::ready_hint::Hint;
 use crate::timers::TimerHeap;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,8 +63,8 @@ pub fn wait_timeout(
 pub struct Wait {
     /// The timeout ([`wait_timeout`]); `None` waits until an fd or the waker fires.
     pub timeout: Option<Duration>,
-    /// The poller to wait on; `None` when the turn skips the syscall (it must not block and no
-    /// fd is watched) or the loop is closed.
+    /// The poller to wait on; `None` when the turn skips the syscall (it must not block, and no
+    /// fd is watched or the readiness hint proved the poll empty) or the loop is closed.
     pub poller: Option<Arc<Poller>>,
 }
 
@@ -81,6 +85,12 @@ pub struct EventLoop<H, K = MonotonicClock> {
     timers: TimerHeap<H>,
     /// Watched fds; an fd is registered with `poller` exactly when it has an entry.
     fds: FdTable<H>,
+    /// The readiness hint of the zero-timeout waits on `poller` ([`ready_hint`](crate::ready_hint)).
+    /// It lives here, not in the shared poller, so that a turn consults it under the embedder's
+    /// exclusive borrow of the loop: no lock, no reference count, no event buffer for a turn
+    /// whose poll it skips. Declared before `poller`, so its ring, which polls the epoll fd, is
+    /// dropped (and its request cancelled) first.
+    hint: Hint,
     /// `None` once the loop is closed (the epoll fd and the waker's eventfd are then closed).
     /// Shared so that a wait can run while the embedder does not borrow the loop.
     poller: Option<Arc<Poller>>,
@@ -107,6 +117,7 @@ impl<H: Callback, K: Clock> EventLoop<H, K> {
             ready: ReadyQueue::new(),
             timers: TimerHeap::new(),
             fds: FdTable::new(),
+            hint: Hint::default(),
             poller: Some(Arc::new(poller)),
             clock,
             clock_resolution,
@@ -121,6 +132,13 @@ impl<H: Callback, K: Clock> EventLoop<H, K> {
     /// The poller, until the loop is closed.
     pub fn poller(&self) -> Option<&Arc<Poller>> {
         self.poller.as_ref()
+    }
+
+    /// Zero-timeout waits the readiness hint skipped, and real waits that found an event it had
+    /// not announced (each switches it off for this loop; expected to stay 0). Kept after
+    /// [`close`](Self::close).
+    pub fn hint_stats(&self) -> (u64, u64) {
+        (self.hint.skipped, self.hint.missed)
     }
 
     /// The ready queue.
@@ -227,12 +245,19 @@ impl<H: Callback, K: Clock> EventLoop<H, K> {
     }
 
     /// Step 1: drops cancelled timers (onto `removed`, for the caller to release and drop outside
-    /// its borrow) and decides the wait. A turn that must not block and watches no fd skips the
-    /// syscall: wake-ups from other threads queue their callback themselves.
+    /// its borrow) and decides the wait. A turn that must not block skips the syscall when it
+    /// watches no fd (wake-ups from other threads queue their callback themselves), or when the
+    /// readiness hint proves that the poll would find nothing. A zero-timeout wait that does
+    /// happen must be reported to [`dispatch`](Self::dispatch) with `zero_wait_ok`.
     pub fn prepare(&mut self, stopping: bool, removed: &mut Vec<H>) -> Wait {
         self.timers.purge_cancelled(removed);
         let timeout = self.wait_timeout(stopping);
-        let poll = timeout != Some(Duration::ZERO) || !self.fds.is_empty();
+        let poll = if timeout == Some(Duration::ZERO) {
+            !self.fds.is_empty() && !self.hint.try_skip()
+        } else {
+            self.hint.before_blocking_wait();
+            true
+        };
         Wait {
             timeout,
             poller: if poll { self.poller.clone() } else { None },
@@ -245,13 +270,20 @@ impl<H: Callback, K: Clock> EventLoop<H, K> {
     /// onto `released` for the caller to release and drop outside its borrow. An fd whose
     /// suspended interest lingers is deregistered for real once it was reported ready
     /// [`LINGER_WAKEUPS`](crate::fd_table::LINGER_WAKEUPS) times (no spinning while paused).
+    /// `zero_wait_ok`: the wait was a zero-timeout one that succeeded; what it found goes to the
+    /// readiness hint first.
     pub fn dispatch(
         &mut self,
         poller: &Poller,
         events: &mut Events,
+        zero_wait_ok: bool,
         mut dup: impl FnMut(&H) -> H,
         released: &mut Vec<H>,
     ) -> Dispatched {
+        if zero_wait_ok {
+            self.hint
+                .after_zero_wait(poller.as_fd().as_raw_fd(), events.len());
+        }
         let mut out = Dispatched::default();
         let mut stale: Vec<(RawFd, Direction)> = Vec::new();
         let mut lapsed: Vec<RawFd> = Vec::new();
@@ -330,6 +362,8 @@ impl<H: Callback, K: Clock> EventLoop<H, K> {
     /// Closes the loop: every callback is taken (as [`take_callbacks`](Self::take_callbacks))
     /// and the poller is handed back to be dropped (its fds close when the last `Arc` goes).
     pub fn close(&mut self) -> (Vec<H>, Option<Arc<Poller>>) {
+        // The hint's ring polls the epoll fd: gone with it (its counters stay).
+        self.hint.switch_off();
         (self.take_callbacks(), self.poller.take())
     }
 }

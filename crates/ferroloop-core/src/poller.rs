@@ -43,10 +43,8 @@ use rustix::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
-
-use crate::ready_hint::Hint;
 
 /// The token under which the waker's eventfd is registered; never handed to the caller.
 const WAKER_TOKEN: u64 = u64::MAX;
@@ -237,6 +235,16 @@ impl Events {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// How many readiness events the last wait returned and [`Poller::drain`] has not consumed.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// True when [`len`](Self::len) is 0.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
 }
 
 /// Level-triggered epoll with a waker.
@@ -245,10 +253,6 @@ impl Events {
 /// thread waits, so the loop can register fds without coordinating with its own wait. Only the
 /// [`Events`] buffer is per waiter.
 pub struct Poller {
-    /// The readiness hint of zero-timeout waits ([`ready_hint`](crate::ready_hint)). Declared
-    /// first, so its ring, which polls `epoll`, is dropped (and its request cancelled) before
-    /// the epoll fd is closed.
-    hint: Mutex<Hint>,
     epoll: OwnedFd,
     waker: Waker,
     /// `epoll_ctl` calls made for fds ([`ctl_calls`](Self::ctl_calls)).
@@ -268,7 +272,6 @@ impl Poller {
             }),
         };
         Ok(Self {
-            hint: Mutex::new(Hint::default()),
             epoll,
             waker,
             ctl_calls: AtomicU64::new(0),
@@ -333,44 +336,11 @@ impl Poller {
     /// with `epoll_pwait2`, and is rounded up to whole milliseconds with the `epoll_wait`
     /// fallback (see the [module docs](self#backend-selection)); the wait never ends early.
     ///
-    /// A zero-timeout wait that the [readiness hint](crate::ready_hint) proves would find
-    /// nothing is skipped: it returns at once with no event, as the wait would have.
+    /// Every call is a real wait: the [readiness hint](crate::ready_hint) that lets a turn skip a
+    /// zero-timeout wait is the loop's ([`EventLoop::prepare`](crate::EventLoop::prepare)), so
+    /// a skipped turn touches neither the poller nor its caller's event buffer.
     pub fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
         events.buf.clear();
-        if timeout == Some(Duration::ZERO) {
-            let mut hint = self.hint();
-            if hint.try_skip() {
-                return Ok(());
-            }
-            let res = self.wait_once(events, timeout);
-            if res.is_ok() {
-                hint.after_zero_wait(self.epoll.as_raw_fd(), events.buf.len());
-            }
-            return res;
-        }
-        self.hint().before_blocking_wait();
-        self.wait_once(events, timeout)
-    }
-
-    /// The hint, whose lock is never held across a blocking wait. A panic while it was held
-    /// leaves it as valid as any other state, so a poisoned lock is used as it is.
-    fn hint(&self) -> MutexGuard<'_, Hint> {
-        self.hint.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Zero-timeout waits skipped because the readiness hint proved them empty.
-    pub fn waits_skipped(&self) -> u64 {
-        self.hint().skipped
-    }
-
-    /// Real waits that found an event the hint had not announced (each switches the hint off for
-    /// this poller; expected to stay 0).
-    pub fn hint_missed(&self) -> u64 {
-        self.hint().missed
-    }
-
-    /// One real wait (see [`wait`](Self::wait)).
-    fn wait_once(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {
         let cap = events.buf.capacity();
         if mode() == MODE_WAIT {
             self.wait_millis(events, timeout)?;

@@ -35,8 +35,8 @@
 //!
 //! - At most [`MAX_SKIPS`] waits in a row are skipped; the next one is real. If that wait finds
 //!   an event that the hint did not announce (checked again after the wait, so a wake-up racing
-//!   with it is not counted), the hint is switched off for this poller for good
-//!   ([`Poller::hint_missed`](crate::Poller::hint_missed)).
+//!   with it is not counted), the hint is switched off for this loop for good
+//!   ([`EventLoop::hint_stats`](crate::EventLoop::hint_stats)).
 //! - No ring is made until a loop has a quiet stretch; a loop that never has one costs nothing.
 //! - The ring is made with `COOP_TASKRUN`, so the completion never interrupts a blocking syscall
 //!   of the thread with a forced wake-up.
@@ -140,11 +140,13 @@ enum State {
     Idle { quiet: u32 },
     /// The poll is pending on the epoll fd; `skipped` waits were skipped since the last real one.
     Armed { skipped: u32 },
-    /// Never again for this poller.
+    /// Never again for this loop.
     Off,
 }
 
-/// The hint of one poller (see the [module docs](self)). Owned by the poller, behind its lock.
+/// The hint of one poller (see the [module docs](self)). Owned by the loop
+/// ([`EventLoop`](crate::EventLoop)), which consults it in [`prepare`](crate::EventLoop::prepare)
+/// and [`dispatch`](crate::EventLoop::dispatch), under its embedder's exclusive borrow.
 pub struct Hint {
     ring: Option<IoUring>,
     generation: u32,
@@ -260,9 +262,10 @@ impl Hint {
         }
     }
 
-    /// Off for good. In a child after `fork()` the ring is the parent's copy: dropping it
-    /// unmaps the child's mapping and closes the child's fd only; the parent's ring lives on.
-    fn switch_off(&mut self) {
+    /// Off for good (the counters stay). In a child after `fork()` the ring is the parent's copy:
+    /// dropping it unmaps the child's mapping and closes the child's fd only; the parent's ring
+    /// lives on.
+    pub fn switch_off(&mut self) {
         self.state = State::Off;
         self.ring = None;
     }
@@ -309,8 +312,9 @@ impl Hint {
         let poll = opcode::PollAdd::new(types::Fd(epoll), libc::POLLIN as u32)
             .build()
             .user_data(0);
-        // The poller owns the epoll fd and drops this ring first (its field order), which
-        // cancels the request, so the fd outlives it.
+        // The loop that owns this hint drops the ring before its poller (its field order, and
+        // `EventLoop::close` switches the hint off first), which cancels the request, so the
+        // epoll fd outlives it (the kernel also holds its own reference to the polled file).
         // SAFETY: the entry points into no user memory (a poll on an fd number): nothing has to
         // outlive the request but the fd, which does (above).
         let pushed = unsafe { ring.submission().push(&poll) }.is_ok();

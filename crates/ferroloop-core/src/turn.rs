@@ -117,11 +117,13 @@ pub fn run_once<H: Host>(host: &H) -> Result<(), H::Error> {
     // 2. Wait for I/O, then 3a. queue the callbacks of ready fds.
     if let Some(poller) = wait.poller {
         let mut events = host.events();
-        let res = if wait.timeout == Some(Duration::ZERO) {
+        let zero = wait.timeout == Some(Duration::ZERO);
+        let res = if zero {
             poller.wait(&mut events, wait.timeout)
         } else {
             host.wait(&poller, &mut events, wait.timeout)
         };
+        let zero_wait_ok = zero && res.is_ok();
         match res {
             Ok(()) => {}
             // A signal ended the wait: run its handler now (Ctrl-C raises here).
@@ -133,6 +135,7 @@ pub fn run_once<H: Host>(host: &H) -> Result<(), H::Error> {
             l.dispatch(
                 &poller,
                 &mut events,
+                zero_wait_ok,
                 |cb| host.clone_callback(cb),
                 &mut released,
             )

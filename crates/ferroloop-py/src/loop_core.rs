@@ -300,7 +300,6 @@ impl LoopCore {
                 signal_pipe: None,
                 sock_owners: HashMap::new(),
                 sock_sweep_at: crate::fd_watch::SOCK_SWEEP_MIN,
-                hint_at_close: (0, 0),
             }),
             events: Mutex::new(Events::new()),
             waker: GilCell::new(Some(waker)),
@@ -512,9 +511,6 @@ impl LoopCore {
             let mut st = this.st.borrow_mut(py);
             let owners = std::mem::take(&mut st.sock_owners);
             let closed = st.ev.close();
-            if let Some(p) = &closed.1 {
-                st.hint_at_close = (p.waits_skipped(), p.hint_missed());
-            }
             (closed, st.signal_pipe.take(), owners)
         };
         let waker = this.waker.borrow_mut(py).take();
@@ -686,10 +682,7 @@ impl LoopCore {
     /// that found an event the hint had not announced; kept after `close()`. `stats()` reports
     /// the first as `waits_skipped` (`ferroloop_core::ready_hint`).
     fn _wait_hint_stats(&self, py: Python<'_>) -> (u64, u64) {
-        let st = self.st.borrow(py);
-        st.ev
-            .poller()
-            .map_or(st.hint_at_close, |p| (p.waits_skipped(), p.hint_missed()))
+        self.st.borrow(py).ev.hint_stats()
     }
 
     /// `asyncio.Future(loop=self)`, without a Python frame. The class is looked up in

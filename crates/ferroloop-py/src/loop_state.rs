@@ -39,9 +39,6 @@ pub(crate) struct LoopState {
     pub(crate) sock_owners: HashMap<RawFd, Py<PyWeakrefReference>>,
     /// `sock_owners` is swept of dead and closed sockets when it grows past this.
     pub(crate) sock_sweep_at: usize,
-    /// The readiness hint's counters (waits skipped, misses) as the poller left them when the
-    /// loop was closed, so that `stats()` keeps counting after `close()`.
-    pub(crate) hint_at_close: (u64, u64),
 }
 
 /// `loop._debug`: the stdlib keeps whatever object was assigned (`set_debug(1)` makes
