@@ -94,9 +94,9 @@ fn accept4(py: Python<'_>, fd: RawFd) -> PyResult<Option<(OwnedFd, Option<Socket
     }
 }
 
-/// The peer's address as CPython's `makesockaddr` builds it for `AF_INET` and `AF_INET6`;
-/// `None` for anything else.
-fn address<'py>(
+/// An address as CPython's `makesockaddr` builds it for `AF_INET` and `AF_INET6`; `None` for
+/// anything else (the peer's here, the socket's own in `setup.rs`).
+pub(super) fn address<'py>(
     py: Python<'py>,
     addr: Option<SocketAddrAny>,
 ) -> PyResult<Option<Bound<'py, PyAny>>> {

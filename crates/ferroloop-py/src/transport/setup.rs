@@ -11,7 +11,10 @@
 //! 1. the core (`TransportCore`, the socket's fd read once), put in the instance's `__dict__`
 //!    with the core's bound `write` (and, 3.12+, `writelines`) (`_transport.py`'s docstring);
 //! 2. `_extra`: the given dict (or a new one) with `socket` (a `trsock.TransportSocket`),
-//!    `sockname` and, unless given, `peername` (`None` when the socket answers `OSError`);
+//!    `sockname` and, unless given, `peername` (`None` when the socket answers `OSError`); for a
+//!    plain `socket.socket` of `AF_INET`/`AF_INET6`, `sockname` is `getsockname(2)` on the fd,
+//!    made into the tuple `sock.getsockname()` returns (`accept.rs`'s `makesockaddr`), with no
+//!    method call;
 //! 3. `set_protocol(protocol)` (the class's method when a subclass replaced it);
 //! 4. `_server` and `server._attach()` (3.13: `server._attach(transport)`);
 //! 5. `loop._transports[fd] = transport`: for the loop's own `WeakValueDictionary`, the entry
@@ -19,7 +22,8 @@
 //!    `weakref.ref.__new__` and the `key` slot; anything else (pending removals while the dict
 //!    is iterated, another mapping) through `__setitem__` itself;
 //! 6. `base_events._set_nodelay(sock)`, with the socket's C fields read directly for a plain
-//!    `socket.socket` (its `family`/`type` properties build enums);
+//!    `socket.socket` (its `family`/`type` properties build enums), and then `TCP_NODELAY` set
+//!    on the fd (`setsockopt(2)`, an error raised as `sock.setsockopt` raises it);
 //! 7. `loop.call_soon(protocol.connection_made, transport)`, then the core's `_add_reader` with
 //!    `_read_ready`, then the waiter's `_set_result_unless_cancelled`.
 //!
@@ -32,6 +36,7 @@
 //! switches).
 
 use super::names;
+use super::sys::{errno_error, with_fd};
 use super::TransportCore;
 use pyo3::exceptions::{PyOSError, PyRuntimeError};
 use pyo3::intern;
@@ -174,23 +179,59 @@ fn register(
     }
 }
 
-/// `base_events._set_nodelay(sock)` (module comment, step 6).
-fn set_nodelay(c: &Config, sock: &Bound<'_, PyAny>) -> PyResult<()> {
-    const AF_INET: i64 = 2;
-    const AF_INET6: i64 = 10;
-    const SOCK_STREAM: i64 = 1;
-    const IPPROTO_TCP: i64 = 6;
-    const TCP_NODELAY: i64 = 1;
+// Linux's values, as `socket` exposes them.
+const AF_INET: i64 = 2;
+const AF_INET6: i64 = 10;
+const SOCK_STREAM: i64 = 1;
+const IPPROTO_TCP: i64 = 6;
+
+/// The family of a plain `socket.socket` (its C field); `None` for any other socket object,
+/// whose methods are then called as the stdlib calls them.
+fn plain_family(c: &Config, sock: &Bound<'_, PyAny>) -> PyResult<Option<i64>> {
     let py = sock.py();
     if !sock.get_type().is(c.socket_class.bind(py)) {
+        return Ok(None);
+    }
+    Ok(Some(c.c_family.bind(py).call1((sock,))?.extract()?))
+}
+
+/// `sock.getsockname()`, `None` on `OSError` (module comment, step 2): natively on `fd` for a
+/// plain `AF_INET`/`AF_INET6` socket (`family`, from [`plain_family`]).
+fn sockname<'py>(
+    sock: &Bound<'py, PyAny>,
+    fd: i32,
+    family: Option<i64>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = sock.py();
+    if matches!(family, Some(AF_INET | AF_INET6)) {
+        return match with_fd(fd, |fd| rustix::net::getsockname(fd)) {
+            Ok(addr) => match super::accept::address(py, Some(addr))? {
+                Some(a) => Ok(a),
+                // Not an inet address after all: what the socket object itself answers.
+                None => address_or_none(sock, intern!(py, "getsockname")),
+            },
+            // `sock.getsockname()` would raise this OSError: `None`, as the stdlib has it.
+            Err(_) => Ok(py.None().into_bound(py)),
+        };
+    }
+    address_or_none(sock, intern!(py, "getsockname"))
+}
+
+/// `base_events._set_nodelay(sock)` (module comment, step 6); `family` from [`plain_family`].
+fn set_nodelay(c: &Config, sock: &Bound<'_, PyAny>, fd: i32, family: Option<i64>) -> PyResult<()> {
+    let py = sock.py();
+    let Some(family) = family else {
         c.set_nodelay.bind(py).call1((sock,))?;
         return Ok(());
+    };
+    if family != AF_INET && family != AF_INET6 {
+        return Ok(());
     }
-    let family: i64 = c.c_family.bind(py).call1((sock,))?.extract()?;
     let type_: i64 = c.c_type.bind(py).call1((sock,))?.extract()?;
     let proto: i64 = c.c_proto.bind(py).call1((sock,))?.extract()?;
-    if (family == AF_INET || family == AF_INET6) && type_ == SOCK_STREAM && proto == IPPROTO_TCP {
-        sock.call_method1(intern!(py, "setsockopt"), (IPPROTO_TCP, TCP_NODELAY, 1))?;
+    if type_ == SOCK_STREAM && proto == IPPROTO_TCP {
+        // `sock.setsockopt(IPPROTO_TCP, TCP_NODELAY, 1)`, on the fd.
+        with_fd(fd, |fd| rustix::net::sockopt::set_tcp_nodelay(fd, true)).map_err(errno_error)?;
     }
     Ok(())
 }
@@ -269,10 +310,8 @@ impl TransportCore {
         };
         transport.setattr(intern!(py, "_extra"), &extra)?;
         extra.set_item(names::socket(py), transport_socket(c, sock)?)?;
-        extra.set_item(
-            intern!(py, "sockname"),
-            address_or_none(sock, intern!(py, "getsockname"))?,
-        )?;
+        let family = plain_family(c, sock)?;
+        extra.set_item(intern!(py, "sockname"), sockname(sock, fd, family)?)?;
         let peername = intern!(py, "peername");
         if !extra.contains(peername)? {
             extra.set_item(peername, address_or_none(sock, intern!(py, "getpeername"))?)?;
@@ -300,7 +339,7 @@ impl TransportCore {
         // 5. loop._transports[fd] = transport.
         register(c, lp, fd, transport)?;
         // 6. TCP_NODELAY.
-        set_nodelay(c, sock)?;
+        set_nodelay(c, sock, fd, family)?;
         // 7. connection_made, then reading, then the waiter, each one turn later.
         let call_soon = lp.getattr(intern!(py, "call_soon"))?;
         let protocol = transport.getattr(intern!(py, "_protocol"))?;
