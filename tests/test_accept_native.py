@@ -312,6 +312,39 @@ def test_accepted_socket_is_what_accept_and_setblocking_make(loop, host):
     assert type(seen[0][7]) is tuple and type(seen[0][7][0]) is str
 
 
+def test_addresses_are_the_sockets_own_for_every_octet_width(loop):
+    """The transport's ``peername`` and ``sockname`` equal what the socket answers, for IPv4
+    addresses whose octets have one, two and three digits and zeros (ferroloop formats them
+    natively): the server listens on 127.10.99.255 and the client connects from 127.45.6.0."""
+    seen = []
+
+    class Probe(Echo):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            sock = transport.get_extra_info("socket")
+            seen.append((transport.get_extra_info("peername"), sock.getpeername(),
+                         transport.get_extra_info("sockname"), sock.getsockname()))
+
+    async def main():
+        server = await loop.create_server(Probe, "127.10.99.255", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            client = socket.socket()
+            with client:
+                client.bind(("127.45.6.0", 0))
+                client.setblocking(False)
+                await loop.sock_connect(client, ("127.10.99.255", port))
+                while not seen:
+                    await asyncio.sleep(0.005)
+                return client.getsockname()
+
+    client_name = _run(loop, main())
+    [(peername, sock_peername, sockname, sock_sockname)] = seen
+    assert peername == sock_peername == client_name
+    assert peername[0] == "127.45.6.0"
+    assert sockname == sock_sockname == ("127.10.99.255", sockname[1])
+
+
 def test_a_replaced_socket_init_makes_the_accepted_socket(loop, monkeypatch):
     """ferroloop makes the accepted `socket.socket` without its Python `__init__` only while that
     `__init__` is the `socket` module's: a replacement is called, as `sock.accept()` calls it."""

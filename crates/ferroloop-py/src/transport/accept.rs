@@ -25,7 +25,7 @@ use super::sys::errno_error;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyModule, PyTuple};
+use pyo3::types::{PyBytes, PyModule, PyString, PyTuple};
 use rustix::io::Errno;
 use rustix::net::{SocketAddrAny, SocketFlags};
 use std::net::{SocketAddrV4, SocketAddrV6};
@@ -94,6 +94,31 @@ fn accept4(py: Python<'_>, fd: RawFd) -> PyResult<Option<(OwnedFd, Option<Socket
     }
 }
 
+/// What `inet_ntop(AF_INET)` writes: the dotted quad, each octet in decimal without leading
+/// zeros (`Ipv4Addr`'s `Display` says the same, through the formatting machinery, which cost
+/// more than the rest of the address's conversion).
+fn dotted_quad(octets: [u8; 4]) -> ([u8; 15], usize) {
+    let mut buf = [0u8; 15];
+    let mut n = 0;
+    for (i, o) in octets.into_iter().enumerate() {
+        if i > 0 {
+            buf[n] = b'.';
+            n += 1;
+        }
+        if o >= 100 {
+            buf[n] = b'0' + o / 100;
+            n += 1;
+        }
+        if o >= 10 {
+            buf[n] = b'0' + o / 10 % 10;
+            n += 1;
+        }
+        buf[n] = b'0' + o % 10;
+        n += 1;
+    }
+    (buf, n)
+}
+
 /// An address as CPython's `makesockaddr` builds it for `AF_INET` and `AF_INET6`; `None` for
 /// anything else (the peer's here, the socket's own in `setup.rs`).
 pub(super) fn address<'py>(
@@ -104,11 +129,13 @@ pub(super) fn address<'py>(
         return Ok(None);
     };
     if let Ok(v4) = SocketAddrV4::try_from(addr.clone()) {
-        // inet_ntop(AF_INET) is the dotted quad, which is also Ipv4Addr's Display.
+        let (buf, len) = dotted_quad(v4.ip().octets());
+        let host = std::str::from_utf8(&buf[..len])
+            .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
         let t = PyTuple::new(
             py,
             [
-                v4.ip().to_string().into_pyobject(py)?.into_any(),
+                PyString::new(py, host).into_any(),
                 v4.port().into_pyobject(py)?.into_any(),
             ],
         )?;
