@@ -438,30 +438,135 @@ def test_native_accept_answers_as_accept_and_setblocking_ferroloop():
     assert native_err.value.errno == stdlib_err.value.errno == errno.EBADF
 
 
-def test_the_accept_loop_uses_the_native_accept_for_tcp_ferroloop(monkeypatch):
+def test_a_plain_tcp_server_accepts_natively_and_debug_mode_in_python_ferroloop(monkeypatch):
+    """A plain TCP server's reader is the native accept loop (`_native.accept_connections`): no
+    `socket.accept()`, no Python `_accept_connection` per readiness; with debug mode switched on
+    while it serves, the next readiness runs `_accept_connection` (its log line per
+    connection), and switched off again, the native loop."""
     import ferroloop
-    from ferroloop import _accept
+    from ferroloop import _accept, _native
 
-    calls = []
-    real = _accept._accept_nonblocking
+    python_loops = []
+    real_python_loop = _accept.AcceptMixin._accept_connection
 
-    def counting(*args):
-        result = real(*args)
-        calls.append(result is not None)
-        return result
+    def counting(self, *args, **kwargs):
+        python_loops.append(self.get_debug())
+        return real_python_loop(self, *args, **kwargs)
 
-    monkeypatch.setattr(_accept, "_accept_nonblocking", counting)
+    def refuse(self):
+        raise AssertionError("socket.accept() called")
+
+    monkeypatch.setattr(_accept.AcceptMixin, "_accept_connection", counting)
+    monkeypatch.setattr(socket.socket, "accept", refuse)
     loop = ferroloop.new_event_loop()
 
     async def main():
         server = await loop.create_server(Echo, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
+        fd = server.sockets[0].fileno()
+        reader = loop._selector.get_key(fd).data[0]._callback
         async with server:
-            return await asyncio.gather(*(_ask(port, b"n%d" % i) for i in range(5)))
+            first = await asyncio.gather(*(_ask(port, b"n%d" % i) for i in range(5)))
+            loop.set_debug(True)
+            debug = await _ask(port, b"debug")
+            loop.set_debug(False)
+            last = await _ask(port, b"last")
+        return reader, first, debug, last
 
     try:
-        answers = _run(loop, main())
+        reader, first, debug, last = _run(loop, main())
     finally:
         loop.close()
-    assert answers == [b"N%d" % i for i in range(5)]
-    assert calls.count(True) == 5 and False in calls  # each accepted; an empty queue seen
+    assert reader is _native.accept_connections
+    assert first == [b"N%d" % i for i in range(5)]
+    assert (debug, last) == (b"DEBUG", b"LAST")
+    # Only the readiness in debug mode went through the Python loop (the accept itself is native
+    # there too: `_accept_nonblocking`, never `socket.accept()`).
+    assert python_loops and all(python_loops), python_loops
+
+
+def test_a_loop_subclass_making_its_own_transports_is_served_by_them_ferroloop():
+    """The native accept loop makes the transport by `TransportCore._make` only while the loop's
+    `_make_socket_transport` is ferroloop's own; a subclass's override is called, with the
+    stdlib's arguments."""
+    import ferroloop
+
+    made = []
+
+    class Loop(ferroloop.Loop):
+        def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None,
+                                   server=None):
+            if server is not None:  # not the client's (open_connection)
+                made.append((type(sock), type(protocol).__name__, waiter, sorted(extra)))
+            return super()._make_socket_transport(sock, protocol, waiter, extra=extra,
+                                                  server=server)
+
+    loop = Loop()
+
+    async def main():
+        server = await loop.create_server(Echo, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            return await _ask(port)
+
+    try:
+        assert _run(loop, main()) == b"PING"
+    finally:
+        loop.close()
+    assert made == [(socket.socket, "Echo", None, ["peername"])]
+
+
+def test_running_out_of_descriptors_in_the_native_accept_loop_backs_off_ferroloop(run_py):
+    """EMFILE from `accept4` in the native accept loop (a plain socket, the process's
+    RLIMIT_NOFILE lowered) goes to `_accept_failed`: reported once, the reader removed and
+    retried after ACCEPT_RETRY_DELAY; once descriptors are free, the connection is served."""
+    r = run_py("""
+        import asyncio, errno, os, resource, socket
+        from asyncio import constants
+        import ferroloop
+        constants.ACCEPT_RETRY_DELAY = 0.05
+        loop = ferroloop.new_event_loop()
+        contexts = []
+        loop.set_exception_handler(lambda lp, ctx: contexts.append(ctx))
+
+        class Echo(asyncio.Protocol):
+            def connection_made(self, t):
+                self.t = t
+            def data_received(self, data):
+                self.t.write(data.upper())
+                self.t.close()
+
+        async def main():
+            server = await loop.create_server(Echo, "127.0.0.1", 0)
+            port = server.sockets[0].getsockname()[1]
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            client = socket.create_connection(("127.0.0.1", port))
+            client.setblocking(False)
+            spare = [os.dup(0) for _ in range(2)]
+            highest = max(spare)
+            # No descriptor left above the ones in use: accept4 fails with EMFILE.
+            resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 1, hard))
+            for fd in spare:
+                os.close(fd)
+            os.dup(0); os.dup(0)  # the two freed numbers taken again
+            while not contexts:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.3)  # about 6 failing retries, silent
+            reports = len(contexts)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            await loop.sock_sendall(client, b"ping")
+            answer = await asyncio.wait_for(loop.sock_recv(client, 10), 10)
+            client.close()
+            server.close()
+            await server.wait_closed()
+            return reports, answer
+
+        reports, answer = loop.run_until_complete(main())
+        loop.close()
+        ctx = contexts[0]
+        print(reports, answer, ctx["message"], ctx["exception"].errno == errno.EMFILE,
+              type(ctx["socket"]).__name__)
+    """)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["1", "b'PING'", "socket.accept()", "out", "of", "system",
+                                "resource", "True", "TransportSocket"], r.stdout

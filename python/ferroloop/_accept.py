@@ -14,7 +14,14 @@ non-blocking as ``conn.setblocking(False)`` leaves it, with the same address tup
 queue answers ``None`` instead of raising ``BlockingIOError``. Then: ``protocol_factory()`` and
 the transport, in a copy of the current context (what the task would have run in: callbacks the
 transport schedules see the same context). ``connection_made`` is still called by ``call_soon`` after the transport's
-constructor, then the reader is added, in the stdlib's order. What stays the stdlib's:
+constructor, then the reader is added, in the stdlib's order.
+
+For a plain TCP ``socket.socket`` without TLS (what ``create_server`` makes for a host and port),
+the listening socket's reader is that whole loop in Rust (``_native.accept_connections``,
+``transport/accept.rs``): the accepts, the context copy, ``protocol_factory()`` and the transport,
+with no Python frame per connection. It hands back to this module what is not per connection:
+a loop in debug mode runs ``_accept_connection`` below, and an ``accept`` error goes to
+``_accept_failed`` (the except clauses and the back-off). What stays the stdlib's:
 
 * errors while setting a connection up are reported only in debug mode, with the stdlib's
   context (``'Error on transport creation for incoming connection'``, ``exception``, and
@@ -44,6 +51,7 @@ import socket
 from asyncio import constants, trsock
 from asyncio.log import logger
 
+from ._native import accept_connections as _accept_connections
 from ._native import accept_nonblocking as _accept_nonblocking
 
 __all__ = ["AcceptMixin"]
@@ -64,9 +72,24 @@ class AcceptMixin:
                        sslcontext=None, server=None, backlog=100,
                        ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
                        ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT):
-        self._add_reader(sock.fileno(), self._accept_connection,
-                         protocol_factory, sock, sslcontext, server, backlog,
-                         ssl_handshake_timeout, ssl_shutdown_timeout)
+        self._watch_listening(protocol_factory, sock, sslcontext, server, backlog,
+                              ssl_handshake_timeout, ssl_shutdown_timeout)
+
+    def _watch_listening(self, protocol_factory, sock, sslcontext, server, backlog,
+                         ssl_handshake_timeout, ssl_shutdown_timeout):
+        # The listening socket's reader: for a plain TCP socket.socket without TLS, the whole
+        # accept loop in Rust (`_native.accept_connections`, transport/accept.rs: the loop
+        # below and `_accept_connection_now` without their frames; debug mode, accept errors
+        # and the back-off come back here); else `_accept_connection`.
+        if (not sslcontext and type(sock) is socket.socket
+                and _sock_family(sock) in _INET_FAMILIES):
+            self._add_reader(sock.fileno(), _accept_connections,
+                             self, protocol_factory, sock, server, backlog,
+                             _sock_family(sock), _sock_type(sock), sock.proto)
+        else:
+            self._add_reader(sock.fileno(), self._accept_connection,
+                             protocol_factory, sock, sslcontext, server, backlog,
+                             ssl_handshake_timeout, ssl_shutdown_timeout)
 
     def _accept_connection(
             self, protocol_factory, sock,
@@ -96,25 +119,10 @@ class AcceptMixin:
                         logger.debug("%r got a new connection from %r: %r",
                                      server, addr, conn)
                     conn.setblocking(False)
-            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-                return None  # the accept queue is empty
             except OSError as exc:
-                if exc.errno in _RESOURCE_ERRNOS:
-                    # Linux keeps reporting the socket ready: stop watching it for a while.
-                    if not _retrying:  # reported once per episode (module docstring)
-                        self.call_exception_handler({
-                            'message': 'socket.accept() out of system resource',
-                            'exception': exc,
-                            'socket': trsock.TransportSocket(sock),
-                        })
-                    self._remove_reader(sock.fileno())
-                    self.call_later(constants.ACCEPT_RETRY_DELAY,
-                                    self._retry_serving,
-                                    protocol_factory, sock, sslcontext, server,
-                                    backlog, ssl_handshake_timeout,
-                                    ssl_shutdown_timeout)
-                    return None
-                raise  # the loop's exception handler logs it
+                return self._accept_failed(exc, protocol_factory, sock, sslcontext, server,
+                                           backlog, ssl_handshake_timeout,
+                                           ssl_shutdown_timeout, _retrying)
             else:
                 _retrying = False
                 extra = {'peername': addr}
@@ -127,15 +135,38 @@ class AcceptMixin:
                         self._accept_connection_now, protocol_factory, conn, extra, server)
         return None
 
+    def _accept_failed(self, exc, protocol_factory, sock, sslcontext=None, server=None,
+                       backlog=100, ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
+                       ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT, _retrying=False):
+        # The accept loop's except clauses, for the OSError an accept raised (here or in the
+        # native loop, transport/accept.rs).
+        if isinstance(exc, (BlockingIOError, InterruptedError, ConnectionAbortedError)):
+            return None  # the accept queue is empty
+        if exc.errno in _RESOURCE_ERRNOS:
+            # Linux keeps reporting the socket ready: stop watching it for a while.
+            if not _retrying:  # reported once per episode (module docstring)
+                self.call_exception_handler({
+                    'message': 'socket.accept() out of system resource',
+                    'exception': exc,
+                    'socket': trsock.TransportSocket(sock),
+                })
+            self._remove_reader(sock.fileno())
+            self.call_later(constants.ACCEPT_RETRY_DELAY,
+                            self._retry_serving,
+                            protocol_factory, sock, sslcontext, server,
+                            backlog, ssl_handshake_timeout,
+                            ssl_shutdown_timeout)
+            return None
+        raise exc  # the loop's exception handler logs it
+
     def _retry_serving(self, protocol_factory, sock, sslcontext, server, backlog,
                        ssl_handshake_timeout, ssl_shutdown_timeout):
         # After ACCEPT_RETRY_DELAY: accept at once (an error now belongs to the same episode),
         # then watch the socket again, as _start_serving does, unless the episode goes on.
         if sock.fileno() < 0:
             return  # the server was closed meanwhile
-        self._add_reader(sock.fileno(), self._accept_connection,
-                         protocol_factory, sock, sslcontext, server, backlog,
-                         ssl_handshake_timeout, ssl_shutdown_timeout)
+        self._watch_listening(protocol_factory, sock, sslcontext, server, backlog,
+                              ssl_handshake_timeout, ssl_shutdown_timeout)
         self._accept_connection(protocol_factory, sock, sslcontext, server, backlog,
                                 ssl_handshake_timeout, ssl_shutdown_timeout, _retrying=True)
 

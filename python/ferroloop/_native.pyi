@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Callable, Coroutine, Generator
 from contextvars import Context
 import socket
+import types
 from typing import Any, TypeVar, final
 
 from typing_extensions import Self, TypeVarTuple, Unpack, disjoint_base
@@ -24,6 +25,8 @@ __all__ = [
     "WriteBuffer",
     "DatagramCore",
     "accept_nonblocking",
+    "accept_connections",
+    "configure_accept",
     "_handle_pools",
 ]
 
@@ -286,6 +289,25 @@ def accept_nonblocking(
     """``conn, addr = sock.accept(); conn.setblocking(False)`` on a listening ``AF_INET`` or
     ``AF_INET6`` socket, with ``accept4(SOCK_NONBLOCK | SOCK_CLOEXEC)``; ``None`` when no
     connection is waiting (transport/accept.rs)."""
+
+def accept_connections(
+    lp: Any,
+    protocol_factory: Callable[[], Any],
+    sock: socket.socket,
+    server: Any,
+    backlog: int,
+    family: int,
+    type_: int,
+    proto: int,
+) -> None:
+    """The reader of a listening plain TCP socket without TLS: up to ``backlog`` accepts, each
+    connection's protocol and transport made at once in a copy of the current context; debug
+    mode runs ``lp._accept_connection``, an accept error goes to ``lp._accept_failed``
+    (transport/accept.rs)."""
+
+def configure_accept(make_socket_transport: Callable[..., Any], net_module: types.ModuleType) -> None:
+    """Called once by ``_net.py``: ferroloop's own ``_make_socket_transport`` and the module whose
+    ``_SOCKET_TRANSPORT`` is the stream transport class (read at each connection)."""
 
 def _handle_pools() -> tuple[int, int, int, int, int]:
     """``(handles pooled, timer handles pooled, CAPACITY, KEEP, TRIM_STEP)``: the recycled handle

@@ -70,6 +70,7 @@ Adaptations (each one faithful, none changes behaviour):
 
 import os
 import selectors
+import sys
 from asyncio import base_events, selector_events, unix_events
 
 from . import _native, _transport, _udp
@@ -269,6 +270,11 @@ class NetworkingMixin(_SelectorNetworking):
         # What transports' __repr__ reads (see _FdTableView); None once the loop is closed, as
         # BaseSelectorEventLoop.close() leaves it.
         return None if self.is_closed() else _FdTableView(self)
+
+
+# The native accept loop (transport/accept.rs) makes the transport itself while a loop's
+# `_make_socket_transport` is this one.
+_native.configure_accept(NetworkingMixin._make_socket_transport, sys.modules[__name__])
 
 
 borrow_into(

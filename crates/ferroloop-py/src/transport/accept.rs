@@ -20,12 +20,27 @@
 //!   `sock.accept()` for them).
 //! * `EINTR` is retried after running the signal handlers (PEP 475, as `socket.accept` does);
 //!   would-block answers `None`; any other error raises the `OSError` `socket.accept` would.
+//!
+//! [`accept_connections`] is the whole accept loop of a plain TCP server without TLS, the
+//! listening socket's reader (`_accept.py`'s `_watch_listening` registers it): up to `backlog`
+//! accepts per readiness, and each connection set up at once, as `_accept.py`'s
+//! `_accept_connection_now` does it, without a Python frame per connection:
+//! `protocol_factory()` and the transport, in a copy of the current context (entered with
+//! `PyContext_Enter`, as a handle's), the transport by `TransportCore._make` while the loop's
+//! `_make_socket_transport` is ferroloop's own (else that method is called). What stays in
+//! Python: a loop in debug mode at the readiness runs `_accept_connection` itself (its log line
+//! per connection, its reports), an `accept` error goes to `loop._accept_failed` (the stdlib's
+//! except clauses and the back-off), and an error while setting a connection up is reported
+//! as `_accept_connection_now` reports it (in debug mode only).
 
-use super::sys::errno_error;
+use super::sys::{errno_error, is_exit};
+use super::TransportCore;
+use pyo3::exceptions::PyOSError;
+use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyModule, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyModule, PyString, PyTuple};
 use rustix::io::Errno;
 use rustix::net::{SocketAddrAny, SocketFlags};
 use std::net::{SocketAddrV4, SocketAddrV6};
@@ -160,11 +175,21 @@ pub(super) fn address<'py>(
     Ok(None)
 }
 
-/// `conn, addr = sock.accept(); conn.setblocking(False)` for a listening `AF_INET`/`AF_INET6`
-/// `socket.socket` of the given family, type and proto (module comment); `None` when no
-/// connection is waiting.
+/// What [`accept_connections`] needs from `_net.py`: ferroloop's own
+/// `_make_socket_transport` function, and the module whose `_SOCKET_TRANSPORT` is the class
+/// that function makes (read at each connection, as that function reads it, so a patch of it
+/// takes effect).
+static MAKE: PyOnceLock<(Py<PyAny>, Py<PyAny>)> = PyOnceLock::new();
+
+/// `_native.configure_accept(make_socket_transport, net_module)`: called once by `_net.py`.
 #[pyfunction]
-pub fn accept_nonblocking<'py>(
+pub fn configure_accept(py: Python<'_>, make_socket_transport: Py<PyAny>, net_module: Py<PyAny>) {
+    // A second call (a reloaded module) keeps the first: the same objects.
+    let _ = MAKE.set(py, (make_socket_transport, net_module));
+}
+
+/// One accepted connection, or the queue empty; the error is what `sock.accept()` raised.
+fn accept_one<'py>(
     sock: &Bound<'py, PyAny>,
     family: i32,
     type_: i32,
@@ -186,4 +211,156 @@ pub fn accept_nonblocking<'py>(
         None => conn.call_method0(intern!(py, "getpeername"))?,
     };
     Ok(Some((conn, addr)))
+}
+
+/// `f()` with `ctx` (a `contextvars.Context`) entered, as a handle runs in its context.
+fn in_context<R>(
+    py: Python<'_>,
+    ctx: &Bound<'_, PyAny>,
+    f: impl FnOnce() -> PyResult<R>,
+) -> PyResult<R> {
+    // SAFETY: `ctx` is a live object we hold for the whole call. PyContext_Enter type-checks it
+    // (TypeError for a non-Context) and fails cleanly, with an exception set, when the context
+    // is already entered; the GIL is held (we have `py`).
+    if unsafe { ffi::PyContext_Enter(ctx.as_ptr()) } < 0 {
+        return Err(PyErr::fetch(py));
+    }
+    let r = f();
+    // SAFETY: the same context was entered just above on this thread, so exiting it is
+    // balanced; it can only fail if `f` left a different context current, which the public API
+    // cannot do.
+    if unsafe { ffi::PyContext_Exit(ctx.as_ptr()) } < 0 {
+        let e = PyErr::fetch(py);
+        return r.and(Err(e));
+    }
+    r
+}
+
+/// `_accept.py`'s `_accept_connection_now(protocol_factory, conn, {'peername': addr}, server)`,
+/// in a copy of the current context (module comment).
+fn set_up<'py>(
+    lp: &Bound<'py, PyAny>,
+    protocol_factory: &Bound<'py, PyAny>,
+    conn: &Bound<'py, PyAny>,
+    addr: &Bound<'py, PyAny>,
+    server: &Bound<'py, PyAny>,
+) -> PyResult<()> {
+    let py = lp.py();
+    let extra = PyDict::new(py);
+    extra.set_item(intern!(py, "peername"), addr)?;
+    let ctx = crate::loop_state::copy_context(py)?.into_bound(py);
+    let mut protocol = None;
+    let made = in_context(py, &ctx, || {
+        let p = protocol.insert(protocol_factory.call0()?);
+        make_transport(lp, conn, p, &extra, server).map(drop)
+    });
+    let Err(exc) = made else {
+        return Ok(());
+    };
+    if is_exit(py, &exc) {
+        return Err(exc);
+    }
+    if lp.getattr(intern!(py, "_debug"))?.is_truthy()? {
+        let context = PyDict::new(py);
+        context.set_item(
+            "message",
+            "Error on transport creation for incoming connection",
+        )?;
+        context.set_item("exception", exc.value(py))?;
+        if let Some(p) = protocol {
+            context.set_item("protocol", p)?;
+        }
+        lp.call_method1(intern!(py, "call_exception_handler"), (context,))?;
+    }
+    Ok(())
+}
+
+/// `loop._make_socket_transport(conn, protocol, extra=extra, server=server)`: the class made
+/// by `TransportCore._make` directly while that method is `_net.py`'s own.
+fn make_transport<'py>(
+    lp: &Bound<'py, PyAny>,
+    conn: &Bound<'py, PyAny>,
+    protocol: &Bound<'py, PyAny>,
+    extra: &Bound<'py, PyDict>,
+    server: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = lp.py();
+    let name = intern!(py, "_make_socket_transport");
+    if let Some((own, net)) = MAKE.get(py) {
+        if lp.get_type().getattr(name)?.is(own.bind(py)) {
+            let cls = net.bind(py).getattr(intern!(py, "_SOCKET_TRANSPORT"))?;
+            return TransportCore::make_impl(
+                py,
+                &cls,
+                lp,
+                conn,
+                protocol,
+                None,
+                Some(extra.as_any()),
+                Some(server),
+            );
+        }
+    }
+    let kwargs = PyDict::new(py);
+    kwargs.set_item(intern!(py, "extra"), extra)?;
+    kwargs.set_item(intern!(py, "server"), server)?;
+    lp.call_method(name, (conn, protocol), Some(&kwargs))
+}
+
+/// The reader of a listening plain TCP `socket.socket` served without TLS: the accept loop of
+/// `_accept.py`'s `_accept_connection`, natively (module comment). `family`, `type_` and
+/// `proto` are the listening socket's.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+pub fn accept_connections<'py>(
+    lp: &Bound<'py, PyAny>,
+    protocol_factory: &Bound<'py, PyAny>,
+    sock: &Bound<'py, PyAny>,
+    server: &Bound<'py, PyAny>,
+    backlog: i64,
+    family: i32,
+    type_: i32,
+    proto: i32,
+) -> PyResult<()> {
+    let py = lp.py();
+    if lp.getattr(intern!(py, "_debug"))?.is_truthy()? {
+        // Debug mode: the Python loop, with its log line per connection.
+        let none = py.None();
+        lp.call_method1(
+            intern!(py, "_accept_connection"),
+            (protocol_factory, sock, none, server, backlog),
+        )?;
+        return Ok(());
+    }
+    for _ in 0..backlog.max(0) {
+        match accept_one(sock, family, type_, proto) {
+            Ok(None) => return Ok(()),
+            Ok(Some((conn, addr))) => set_up(lp, protocol_factory, &conn, &addr, server)?,
+            // Not raised by `sock.accept()` itself (a signal handler's exception): as it is.
+            Err(e) if !e.is_instance_of::<PyOSError>(py) => return Err(e),
+            Err(e) => {
+                // The except clauses of the Python loop, and the back-off (`_accept.py`).
+                let none = py.None();
+                lp.call_method1(
+                    intern!(py, "_accept_failed"),
+                    (e.value(py), protocol_factory, sock, none, server, backlog),
+                )?;
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `conn, addr = sock.accept(); conn.setblocking(False)` for a listening `AF_INET`/`AF_INET6`
+/// `socket.socket` of the given family, type and proto (module comment); `None` when no
+/// connection is waiting.
+#[pyfunction]
+pub fn accept_nonblocking<'py>(
+    sock: &Bound<'py, PyAny>,
+    family: i32,
+    type_: i32,
+    proto: i32,
+) -> PyResult<Option<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> {
+    accept_one(sock, family, type_, proto)
 }

@@ -19,7 +19,8 @@
 //! * `close.rs`: the end of a connection, `_read_ready__on_eof`, `close` and
 //!   `_call_connection_lost`, the stdlib's steps without its Python frames.
 //! * `accept.rs`: `accept_nonblocking`, one `accept` on a listening TCP socket for
-//!   `_accept.py`'s loop, the new socket non-blocking from the start.
+//!   `_accept.py`'s loop, the new socket non-blocking from the start; `accept_connections`, the
+//!   whole accept loop and each connection's set-up for a plain TCP server without TLS.
 //! * `names.rs`: every Python name called from here. `sys.rs`: fds, buffers, errno.
 //!
 //! The Python class publishes the core's bound methods in each instance's `__dict__` (`write`
@@ -42,7 +43,7 @@ mod sys;
 mod udp;
 mod write;
 
-pub use accept::accept_nonblocking;
+pub use accept::{accept_connections, accept_nonblocking, configure_accept};
 pub use buffer::WriteBuffer;
 pub use close::TransportFinalizer;
 pub use udp::DatagramCore;
