@@ -17,6 +17,7 @@ import contextvars
 import gc
 import sys
 import threading
+import warnings
 import weakref
 
 import pytest
@@ -316,9 +317,44 @@ def test_create_future_follows_a_patched_future_class(loop, monkeypatch):
     assert type(loop.create_future()) is asyncio.Future
 
 
+def test_create_future_keyword_is_the_loop_even_after_a_callee_changed_its_arguments(loop,
+                                                                                  monkeypatch):
+    """Each `create_future()` passes `loop=` the loop itself, whatever the previous call's
+    callee did with its keyword arguments (ferroloop reuses one `{'loop': self}`)."""
+    seen = []
+
+    def factory(**kwargs):
+        seen.append(dict(kwargs))
+        kwargs["loop"] = None  # a copy: the next call must not see it
+        kwargs["extra"] = 1
+        return asyncio.Future(loop=loop)
+
+    monkeypatch.setattr(asyncio.futures, "Future", factory)
+    loop.create_future()
+    loop.create_future()
+    assert seen == [{"loop": loop}, {"loop": loop}]
+
+
 # --- ferroloop only: the context copies the loop makes are untracked while pending (gc.rs) ---
 
 import ferroloop  # noqa: E402
+
+
+def test_ferroloop_a_loop_that_made_futures_is_collected_when_unreachable():
+    """The `{'loop': self}` that `create_future` keeps is a cycle through the loop: the
+    collector sees it (`__traverse__`) and frees an unreachable loop, closed or not."""
+    refs = []
+    for close in (True, False):
+        loop = ferroloop.new_event_loop()
+        loop.create_future()
+        refs.append(weakref.ref(loop))
+        if close:
+            loop.close()
+        del loop
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+    assert [r() for r in refs] == [None, None]
 
 
 def test_own_context_copy_untracked_while_pending_and_tracked_after():

@@ -5,16 +5,16 @@
 //! `py.import(...)` costs a trip through `builtins.__import__` (a few hundred nanoseconds) at
 //! every call; a module object never changes identity, so it is imported once. The class is
 //! still read from the module at each call, so `asyncio.futures.Future = X` (as a test or a
-//! library may patch it) takes effect as it does on the stock loop.
+//! library may patch it) takes effect as it does on the stock loop: [`module_attr`] reads it
+//! from the module's `__dict__`, as the interpreter's `LOAD_ATTR` of a module does.
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyModule, PyString, PyTuple};
+use pyo3::types::{PyDictMethods, PyModule, PyModuleMethods, PyString, PyTuple};
 
 static FUTURES: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 static TASKS: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 static COMPAT: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
-static KW_LOOP: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
 static KW_LOOP_NAME_CONTEXT: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
 
 fn module<'py>(
@@ -25,6 +25,24 @@ fn module<'py>(
     Ok(cell
         .get_or_try_init(py, || PyModule::import(py, name).map(Bound::unbind))?
         .bind(py))
+}
+
+/// `module.<name>` for one of the modules above: a lookup in the module's `__dict__` (the
+/// generic attribute protocol first searches the module type for a descriptor, which a plain
+/// `types.ModuleType` does not have under a class's name: 300 instructions against 60); a
+/// module of another type, or a name missing from the dictionary (the module's `__getattr__`,
+/// or the `AttributeError`), goes through `getattr`.
+pub(crate) fn module_attr<'py>(
+    m: &Bound<'py, PyModule>,
+    name: &Bound<'py, PyString>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let plain = m.as_any().is_exact_instance_of::<PyModule>();
+    if plain {
+        if let Some(v) = m.dict().get_item(name)? {
+            return Ok(v);
+        }
+    }
+    m.getattr(name)
 }
 
 /// `asyncio.futures`.
@@ -53,11 +71,6 @@ fn names<'py>(
             PyTuple::new(py, items.iter().map(|s| PyString::intern(py, s))).map(Bound::unbind)
         })?
         .bind(py))
-}
-
-/// `("loop",)`, the keyword names of `Future(loop=...)`.
-pub(crate) fn kw_loop(py: Python<'_>) -> PyResult<&Bound<'_, PyTuple>> {
-    names(py, &KW_LOOP, &["loop"])
 }
 
 /// `("loop", "name", "context")`, the keyword names of `Task(coro, loop=, name=, context=)`.

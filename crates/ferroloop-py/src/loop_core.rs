@@ -20,7 +20,7 @@ use crate::turn;
 use ferroloop_core::{clock, EventLoop, Events, OffsetClock, Poller};
 use pyo3::exceptions::{PyAttributeError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyTuple};
 use pyo3::PyClassInitializer;
 use pyo3::{ffi, intern};
 use pyo3::{PyTraverseError, PyVisit};
@@ -254,6 +254,28 @@ fn no_debug_attribute(slf: &Bound<'_, LoopCore>) -> PyErr {
     PyAttributeError::new_err(format!("'{name}' object has no attribute '_debug'"))
 }
 
+/// `{'loop': self}`, made once (see `create_future`).
+fn loop_kwargs<'py>(slf: &Bound<'py, LoopCore>) -> PyResult<Bound<'py, PyDict>> {
+    let py = slf.py();
+    let key = intern!(py, "loop");
+    if let Some(d) = slf.get().loop_kwargs.borrow(py).as_ref() {
+        let d = d.bind(py);
+        let intact = d.len() == 1 && d.get_item(key)?.is_some_and(|v| v.is(slf));
+        if intact {
+            return Ok(d.clone());
+        }
+    }
+    let d = PyDict::new(py);
+    d.set_item(key, slf)?;
+    let old = slf
+        .get()
+        .loop_kwargs
+        .borrow_mut(py)
+        .replace(d.clone().unbind());
+    drop(old);
+    Ok(d)
+}
+
 /// `cls(*args, **{names[i]: kw[i]})` through vectorcall: no argument tuple or keyword dict.
 pub(crate) fn vectorcall_kw<'py>(
     cls: &Bound<'py, PyAny>,
@@ -309,6 +331,7 @@ impl LoopCore {
             debug: AtomicBool::new(false),
             debug_value: GilCell::new(DebugValue::Flag),
             task_factory: GilCell::new(None),
+            loop_kwargs: GilCell::new(None),
             clock_resolution,
             counters: Counters::default(),
         })
@@ -340,6 +363,9 @@ impl LoopCore {
         if let Some(f) = self.task_factory.borrow_for_traverse(py) {
             visit.call(&*f)?;
         }
+        if let Some(k) = self.loop_kwargs.borrow_for_traverse(py) {
+            visit.call(&*k)?;
+        }
         if let Some(d) = self.debug_value.borrow_for_traverse(py) {
             if let DebugValue::Object(o) = &*d {
                 visit.call(o)?;
@@ -353,8 +379,9 @@ impl LoopCore {
             let taken = self.st.borrow_mut(py).ev.take_callbacks();
             let factory = self.task_factory.borrow_mut(py).take();
             let debug = std::mem::replace(&mut *self.debug_value.borrow_mut(py), DebugValue::Flag);
+            let kwargs = self.loop_kwargs.borrow_mut(py).take();
             release_all(py, &taken);
-            drop((taken, factory, debug));
+            drop((taken, factory, debug, kwargs));
         });
     }
 
@@ -687,10 +714,22 @@ impl LoopCore {
 
     /// `asyncio.Future(loop=self)`, without a Python frame. The class is looked up in
     /// `asyncio.futures` at each call, as the stdlib does, so patching it still works.
+    ///
+    /// The C `Future` has no vectorcall entry, so a keyword call would build a `{'loop': self}`
+    /// dictionary at every call (`_PyObject_MakeTpCall`): the loop keeps one and passes it to
+    /// `tp_call` itself. A callee never keeps or changes it (a Python `__init__` receives a
+    /// copy; the C one only reads it); it is made again if it was changed all the same.
     pub(crate) fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
-        let cls = cached::futures(py)?.getattr(intern!(py, "Future"))?;
-        vectorcall_kw(&cls, &[], cached::kw_loop(py)?, &[slf.as_any()])
+        let cls = cached::module_attr(cached::futures(py)?, intern!(py, "Future"))?;
+        let kwargs = loop_kwargs(slf)?;
+        let empty = pyo3::types::PyTuple::empty(py);
+        // SAFETY: GIL held; `cls`, `empty` and `kwargs` are live for the call; the result is a
+        // new reference or NULL with an exception set, which `from_owned_ptr_or_err` handles.
+        unsafe {
+            let r = ffi::PyObject_Call(cls.as_ptr(), empty.as_ptr(), kwargs.as_ptr());
+            Bound::from_owned_ptr_or_err(py, r)
+        }
     }
 
     /// `create_task` without a Python frame when no task factory is set, debug mode is off and
@@ -720,7 +759,7 @@ impl LoopCore {
             return slf.call_method(intern!(py, "_create_task_py"), (coro,), Some(&all));
         }
         this.check_closed()?;
-        let cls = cached::tasks(py)?.getattr(intern!(py, "Task"))?;
+        let cls = cached::module_attr(cached::tasks(py)?, intern!(py, "Task"))?;
         let none = py.None().into_bound(py);
         vectorcall_kw(
             &cls,

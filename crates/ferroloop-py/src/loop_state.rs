@@ -17,7 +17,7 @@ use ferroloop_core::{EventLoop, Events, OffsetClock, Waker};
 use pyo3::exceptions::{PyOSError, PyRuntimeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::PyWeakrefReference;
+use pyo3::types::{PyDict, PyWeakrefReference};
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::RawFd;
@@ -74,6 +74,9 @@ pub struct LoopCore {
     pub(crate) debug_value: GilCell<DebugValue>,
     /// `loop.set_task_factory()`'s factory; `None` for the default (`asyncio.Task`).
     pub(crate) task_factory: GilCell<Option<Py<PyAny>>>,
+    /// `{'loop': self}`, the keyword arguments of `create_future`'s `Future(loop=self)`, made
+    /// once (`LoopCore::create_future`); reported to the collector, dropped by `__clear__`.
+    pub(crate) loop_kwargs: GilCell<Option<Py<PyDict>>>,
     /// `time.get_clock_info('monotonic').resolution`: timers due within it of now run now.
     pub(crate) clock_resolution: f64,
     pub(crate) counters: Counters,
