@@ -161,6 +161,32 @@ pub(crate) fn strerror(code: i32) -> String {
     }
 }
 
+/// `f()` with the `contextvars.Context` at `ctx` entered (`ctx.run(f)` without a call): how a
+/// handle runs its callback (`turn.rs`) and the native accept loop sets a connection up. An
+/// error exiting the context is raised after `f`'s own result, as `Context.run` does.
+#[inline]
+pub(crate) fn in_context<R>(
+    py: Python<'_>,
+    ctx: *mut ffi::PyObject,
+    f: impl FnOnce() -> PyResult<R>,
+) -> PyResult<R> {
+    // SAFETY: the caller holds a reference to `ctx` for the whole call, and the GIL (`py`).
+    // PyContext_Enter type-checks it (TypeError for a non-Context) and fails cleanly, with an
+    // exception set, when the context is already entered.
+    if unsafe { ffi::PyContext_Enter(ctx) } < 0 {
+        return Err(PyErr::fetch(py));
+    }
+    let r = f();
+    // SAFETY: the same context was entered just above on this thread, so exiting it is
+    // balanced; it can only fail if `f` left a different context current, which the public API
+    // cannot do.
+    if unsafe { ffi::PyContext_Exit(ctx) } < 0 {
+        let e = PyErr::fetch(py);
+        return r.and(Err(e));
+    }
+    r
+}
+
 /// `contextvars.copy_context()`.
 pub(crate) fn copy_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
     // SAFETY: called with the GIL held (we have `py`); PyContext_CopyCurrent returns a new

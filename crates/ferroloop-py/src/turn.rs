@@ -23,9 +23,9 @@ use crate::loop_state::{os_error, LoopCore};
 use crate::stats::bump;
 use ferroloop_core::{clock, EventLoop, Events, Host, OffsetClock, Poller};
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
-use pyo3::{ffi, intern};
 use std::io;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::MutexGuard;
@@ -246,28 +246,11 @@ pub(crate) fn run_handle(slf: &Bound<'_, Handle>) -> PyResult<()> {
             ),
         }
     };
-    let ctx = h.context.as_ptr();
-    // SAFETY: `ctx` is a live object owned by this handle for the whole call. PyContext_Enter
-    // type-checks it (TypeError for a non-Context) and fails cleanly, with an exception set,
-    // when the context is already entered.
-    let res = if unsafe { ffi::PyContext_Enter(ctx) } < 0 {
-        Err(PyErr::fetch(py))
-    } else {
-        let r = match &args {
-            Some(a) => a.call(&cb),
-            None => cb.call0(),
-        };
-        // SAFETY: the same context was entered just above on this thread, so exiting it is
-        // balanced; the call can only fail if the callback left a different context current,
-        // which it cannot do through the public API.
-        let exit = unsafe { ffi::PyContext_Exit(ctx) };
-        if exit < 0 {
-            let e = PyErr::fetch(py);
-            r.and(Err(e))
-        } else {
-            r
-        }
-    };
+    // The context is owned by this handle for the whole call.
+    let res = crate::loop_state::in_context(py, h.context.as_ptr(), || match &args {
+        Some(a) => a.call(&cb),
+        None => cb.call0(),
+    });
     match res {
         Ok(_) => Ok(()),
         Err(e)

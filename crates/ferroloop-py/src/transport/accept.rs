@@ -36,7 +36,6 @@
 use super::sys::{errno_error, is_exit};
 use super::TransportCore;
 use pyo3::exceptions::PyOSError;
-use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -213,29 +212,6 @@ fn accept_one<'py>(
     Ok(Some((conn, addr)))
 }
 
-/// `f()` with `ctx` (a `contextvars.Context`) entered, as a handle runs in its context.
-fn in_context<R>(
-    py: Python<'_>,
-    ctx: &Bound<'_, PyAny>,
-    f: impl FnOnce() -> PyResult<R>,
-) -> PyResult<R> {
-    // SAFETY: `ctx` is a live object we hold for the whole call. PyContext_Enter type-checks it
-    // (TypeError for a non-Context) and fails cleanly, with an exception set, when the context
-    // is already entered; the GIL is held (we have `py`).
-    if unsafe { ffi::PyContext_Enter(ctx.as_ptr()) } < 0 {
-        return Err(PyErr::fetch(py));
-    }
-    let r = f();
-    // SAFETY: the same context was entered just above on this thread, so exiting it is
-    // balanced; it can only fail if `f` left a different context current, which the public API
-    // cannot do.
-    if unsafe { ffi::PyContext_Exit(ctx.as_ptr()) } < 0 {
-        let e = PyErr::fetch(py);
-        return r.and(Err(e));
-    }
-    r
-}
-
 /// `_accept.py`'s `_accept_connection_now(protocol_factory, conn, {'peername': addr}, server)`,
 /// in a copy of the current context (module comment).
 fn set_up<'py>(
@@ -250,7 +226,7 @@ fn set_up<'py>(
     extra.set_item(intern!(py, "peername"), addr)?;
     let ctx = crate::loop_state::copy_context(py)?.into_bound(py);
     let mut protocol = None;
-    let made = in_context(py, &ctx, || {
+    let made = crate::loop_state::in_context(py, ctx.as_ptr(), || {
         let p = protocol.insert(protocol_factory.call0()?);
         make_transport(lp, conn, p, &extra, server).map(drop)
     });
