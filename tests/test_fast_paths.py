@@ -8,6 +8,9 @@
   ``_args``, the call, the repr, the error report and the collector see them as before.
 - ``create_future`` / ``create_task`` import their modules once but still read the class at each
   call, so patching ``asyncio.futures.Future`` works as on the stock loop.
+- ``create_task`` is a raw vectorcall entry too (fastcall.rs): ``coro`` with ``name=`` and
+  ``context=`` is parsed there, any other call by the full parser; the C ``Task`` is called with
+  one kept ``{'loop': self}`` when ``name`` and ``context`` are both ``None``.
 
 The tests run on both loops (the ``loop`` fixture), so the stock loop checks the expectations.
 """
@@ -333,6 +336,86 @@ def test_create_future_keyword_is_the_loop_even_after_a_callee_changed_its_argum
     loop.create_future()
     loop.create_future()
     assert seen == [{"loop": loop}, {"loop": loop}]
+
+
+async def _var_value():
+    await asyncio.sleep(0)
+    return VAR.get()
+
+
+def test_create_task_name_and_context_as_the_stdlibs(loop):
+    """Every way of passing `coro`, `name` and `context`: the task's loop, name and context."""
+    ctx = contextvars.copy_context()
+    ctx.run(VAR.set, "in ctx")
+    VAR.set("outer")
+    try:
+        calls = [
+            ({}, None, "outer"),
+            ({"name": "n1"}, "n1", "outer"),
+            ({"name": None}, None, "outer"),
+            ({"name": 42}, "42", "outer"),  # the C Task makes it a str
+            ({"context": ctx}, None, "in ctx"),
+            ({"context": None}, None, "outer"),
+            ({"context": ctx, "name": "n2"}, "n2", "in ctx"),
+            ({"name": "n3", "context": ctx}, "n3", "in ctx"),
+        ]
+        for kwargs, name, value in calls:
+            task = loop.create_task(_var_value(), **kwargs)
+            assert task.get_loop() is loop and type(task) is asyncio.Task
+            if name is None:
+                assert task.get_name().startswith("Task-")
+            else:
+                assert task.get_name() == name
+            assert loop.run_until_complete(task) == value, kwargs
+        # `coro` by keyword (the full parser), and the names in sequence with directly made
+        # tasks: one counter, the C Task's.
+        first = loop.create_task(coro=_var_value())
+        direct = asyncio.Task(_var_value(), loop=loop)
+        last = loop.create_task(_var_value())
+        numbers = [int(t.get_name().split("-")[1]) for t in (first, direct, last)]
+        assert numbers == [numbers[0], numbers[0] + 1, numbers[0] + 2]
+        loop.run_until_complete(asyncio.gather(first, direct, last))
+    finally:
+        VAR.set("unset")
+
+
+def test_create_task_argument_errors(loop):
+    coro = _var_value()
+    for call in (lambda: loop.create_task(),
+                 lambda: loop.create_task(coro, 1),
+                 lambda: loop.create_task(coro, unknown=1),
+                 lambda: loop.create_task(1),
+                 lambda: loop.create_task(1, name="x")):
+        with pytest.raises(TypeError):
+            call()
+    coro.close()
+    # The same loop still makes tasks and futures afterwards.
+    assert loop.run_until_complete(loop.create_task(_var_value())) == "unset"
+    assert loop.create_future().get_loop() is loop
+
+
+def test_create_task_follows_a_patched_task_class(loop, monkeypatch):
+    """A replaced `asyncio.tasks.Task` is called as the stdlib calls it: `loop`, `name` and
+    `context` by keyword, even when `name` and `context` are `None`."""
+    seen = []
+
+    class MyTask(asyncio.Task):
+        def __init__(self, coro, **kwargs):
+            seen.append(dict(kwargs))
+            kwargs["loop"] = None  # its own dict: the next call must not see it
+            super().__init__(coro, loop=loop, name=kwargs["name"], context=kwargs["context"])
+
+    monkeypatch.setattr(asyncio.tasks, "Task", MyTask)
+    t1 = loop.create_task(_var_value())
+    t2 = loop.create_task(_var_value(), name="two")
+    assert type(t1) is MyTask and type(t2) is MyTask
+    assert seen == [{"loop": loop, "name": None, "context": None},
+                    {"loop": loop, "name": "two", "context": None}]
+    monkeypatch.undo()
+    loop.run_until_complete(asyncio.gather(t1, t2))
+    t3 = loop.create_task(_var_value())
+    assert type(t3) is asyncio.Task and loop.create_future().get_loop() is loop
+    loop.run_until_complete(t3)
 
 
 # --- ferroloop only: the context copies the loop makes are untracked while pending (gc.rs) ---

@@ -16,6 +16,7 @@ static FUTURES: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 static TASKS: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 static COMPAT: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 static KW_LOOP_NAME_CONTEXT: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
+static C_TASK: PyOnceLock<Option<Py<PyAny>>> = PyOnceLock::new();
 
 fn module<'py>(
     py: Python<'py>,
@@ -53,6 +54,21 @@ pub(crate) fn futures(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
 /// `asyncio.tasks`.
 pub(crate) fn tasks(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
     module(py, &TASKS, "asyncio.tasks")
+}
+
+/// The C `_asyncio.Task` class, `None` where the interpreter has no `_asyncio` (its Python
+/// `Task` is then the only one). `create_task` compares `asyncio.tasks.Task` with it to know
+/// that the class it calls is one whose `name` and `context` default to `None`.
+pub(crate) fn c_task(py: Python<'_>) -> Option<&Bound<'_, PyAny>> {
+    C_TASK
+        .get_or_init(py, || {
+            PyModule::import(py, "_asyncio")
+                .and_then(|m| m.getattr("Task"))
+                .ok()
+                .map(Bound::unbind)
+        })
+        .as_ref()
+        .map(|t| t.bind(py))
 }
 
 /// `ferroloop._compat` (the version switches).

@@ -10,15 +10,26 @@
 //! `call_args.rs`), and the only keyword, `context`, is recognised by identity (the caller's interned
 //! name) before falling back to a string comparison. Errors are PyO3's messages, word for word.
 //!
-//! [`install`] puts them in `LoopCore`'s type dictionary at module import (replacing nothing:
-//! the `#[pymethods]` block no longer declares these two), with the same `__text_signature__`.
+//! `create_task` is the third: `create_task(coro)` and `create_task(coro, name=..., context=...)`
+//! are parsed here (the keyword names by identity, then by value) and go to
+//! `LoopCore::create_task_fast`; any other call (`coro=` by keyword, more positionals, other
+//! keywords such as 3.13's `eager_start=`) goes to the `#[pymethods]` `create_task`, kept as
+//! the descriptor it was, so its parser accepts or refuses the call with its own messages.
+//! A PyO3 method with `**kwargs` takes its arguments as a tuple and a dictionary (PyO3's
+//! `METH_VARARGS` entry), so every `create_task` built both before parsing them.
+//!
+//! [`install`] puts them in `LoopCore`'s type dictionary at module import (the `#[pymethods]`
+//! block no longer declares `call_soon` and `call_soon_threadsafe`; its `create_task` is
+//! replaced, and kept for the fallback), with the same `__text_signature__`.
 
 use crate::call_args::CallArgs;
 use crate::gil::GilCell;
 use crate::loop_core::LoopCore;
 use pyo3::exceptions::{PySystemError, PyTypeError};
 use pyo3::ffi;
+use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyString, PyTuple};
 use pyo3::PyTypeInfo;
 use std::ffi::{c_char, CStr};
@@ -184,13 +195,90 @@ unsafe extern "C" fn call_soon_threadsafe(
     unsafe { entry(slf, args, nargsf, kwnames, true) }
 }
 
+/// The `#[pymethods]` `create_task` descriptor that [`install`] replaced: the fallback parser.
+static CREATE_TASK_FULL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// Whether `kw` is the keyword `want` (interned): by identity, else by value.
+fn is_name(kw: &Bound<'_, PyAny>, want: &Bound<'_, PyString>, text: &str) -> bool {
+    kw.is(want) || kw.cast::<PyString>().is_ok_and(|s| s == text)
+}
+
+unsafe extern "C" fn create_task(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargsf: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    trampoline(|py| {
+        // SAFETY: `slf` is a live instance of LoopCore or a subclass (descriptor check).
+        let this = unsafe { Bound::from_borrowed_ptr(py, slf).cast_into_unchecked::<LoopCore>() };
+        // SAFETY: the vectorcall protocol (caller): `nargsf` encodes the positional count.
+        let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) } as usize;
+        let nkw = if kwnames.is_null() {
+            0
+        } else {
+            // SAFETY: `kwnames` is a tuple (caller).
+            unsafe { ffi::PyTuple_GET_SIZE(kwnames) as usize }
+        };
+        let (mut name, mut context) = (None, None);
+        let mut simple = nargs == 1;
+        if simple && nkw > 0 {
+            // SAFETY: `kwnames` is a tuple of str (caller).
+            let names =
+                unsafe { Bound::from_borrowed_ptr(py, kwnames).cast_into_unchecked::<PyTuple>() };
+            let (want_name, want_context) = (intern!(py, "name"), intern!(py, "context"));
+            for (i, kw) in names.iter().enumerate() {
+                // SAFETY: the keyword values follow the positionals (vectorcall protocol).
+                let value = unsafe { Bound::from_borrowed_ptr(py, *args.add(nargs + i)) };
+                let slot = if is_name(&kw, want_name, "name") {
+                    &mut name
+                } else if is_name(&kw, want_context, "context") {
+                    &mut context
+                } else {
+                    simple = false;
+                    break;
+                };
+                if slot.replace(value).is_some() {
+                    simple = false;
+                    break;
+                }
+            }
+        }
+        if simple {
+            // SAFETY: `args[0]` is a live borrowed reference (caller; `nargs == 1`).
+            let coro = unsafe { Bound::from_borrowed_ptr(py, *args) };
+            return Ok(
+                LoopCore::create_task_fast(&this, &coro, name.as_ref(), context.as_ref())?.unbind(),
+            );
+        }
+        // Any other call: the `#[pymethods]` parser, with `self` first.
+        let full = CREATE_TASK_FULL
+            .get(py)
+            .ok_or_else(|| PySystemError::new_err("create_task is not installed"))?;
+        let mut stack = Vec::with_capacity(1 + nargs + nkw);
+        stack.push(slf);
+        // SAFETY: `args[..nargs + nkw]` are live borrowed references (vectorcall protocol).
+        stack.extend_from_slice(unsafe { std::slice::from_raw_parts(args, nargs + nkw) });
+        // SAFETY: `stack` holds `self`, the positionals and the keyword values, all borrowed
+        // from the caller for this call, `kwnames` is the caller's (NULL or a tuple of str
+        // with `nkw` names), and the result is a new reference or NULL with an exception set.
+        unsafe {
+            let r = ffi::PyObject_Vectorcall(full.as_ptr(), stack.as_ptr(), 1 + nargs, kwnames);
+            Bound::from_owned_ptr_or_err(py, r).map(Bound::unbind)
+        }
+    })
+}
+
+const CREATE_TASK_DOC: &CStr = c"create_task($self, coro, *, name=None, context=None, **kwargs)\n--\n\n\
+Schedules the coroutine `coro` as a Task of this loop and returns the Task: without a Python frame when no task factory is set, debug mode is off and only `name`/`context` are given; otherwise the running Python's own implementation (`Loop._create_task_py`, the stdlib's `BaseEventLoop.create_task`) handles the call, so other keyword arguments (`eager_start=` where the running version takes it) are accepted or refused exactly as the stdlib loop accepts or refuses them.";
+
 const CALL_SOON_DOC: &CStr = c"call_soon($self, callback, *args, context=None)\n--\n\n\
 Arranges for `callback(*args)` to be called on the next turn of the loop, in `context` (default: a copy of the current one). Returns a Handle.";
 const THREADSAFE_DOC: &CStr = c"call_soon_threadsafe($self, callback, *args, context=None)\n--\n\n\
 Like call_soon(), from any thread: the loop is woken up if it is waiting.";
 
 /// The method table: static, as `PyDescr_NewMethod` keeps a pointer to its entry.
-struct Defs([ffi::PyMethodDef; 2]);
+struct Defs([ffi::PyMethodDef; 3]);
 // SAFETY: the table is never written after its constant initialisation; CPython only reads it.
 unsafe impl Sync for Defs {}
 
@@ -211,11 +299,21 @@ static DEFS: Defs = Defs([
         ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
         ml_doc: THREADSAFE_DOC.as_ptr(),
     },
+    ffi::PyMethodDef {
+        ml_name: c"create_task".as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer {
+            PyCFunctionFastWithKeywords: create_task,
+        },
+        ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+        ml_doc: CREATE_TASK_DOC.as_ptr(),
+    },
 ]);
 
 /// Adds the two methods to `LoopCore` (module import).
 pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
     let ty = LoopCore::type_object(py);
+    let full = ty.getattr("create_task")?.unbind();
+    let _ = CREATE_TASK_FULL.set(py, full);
     for def in &DEFS.0 {
         // SAFETY: `def` is a static, never-mutated method definition (CPython keeps the
         // pointer, it never writes through it; the cast to *mut is what the C signature asks);

@@ -254,6 +254,60 @@ fn no_debug_attribute(slf: &Bound<'_, LoopCore>) -> PyErr {
     PyAttributeError::new_err(format!("'{name}' object has no attribute '_debug'"))
 }
 
+impl LoopCore {
+    /// `create_task(coro, name=name, context=context)` (no other keyword): the stdlib's
+    /// `BaseEventLoop.create_task` while no task factory is set and debug mode is off, else
+    /// that Python implementation itself (`Loop._create_task_py`). Called by the vectorcall
+    /// entry (`fastcall.rs`) and by the `#[pymethods]` parser's fallback.
+    ///
+    /// The class is `asyncio.tasks.Task`, read at each call. The stdlib calls it as
+    /// `Task(coro, loop=self, name=name, context=context)`; when it is the C `Task` and both are
+    /// `None` (the defaults of its `__init__`), the call is `tp_call` with the loop's kept
+    /// `{'loop': self}` (see `create_future`): the C `Task` has no vectorcall entry, so a
+    /// keyword call built a three-key dictionary per task, and its argument parser then matched
+    /// three keywords instead of one.
+    pub(crate) fn create_task_fast<'py>(
+        slf: &Bound<'py, Self>,
+        coro: &Bound<'py, PyAny>,
+        name: Option<&Bound<'py, PyAny>>,
+        context: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        if this.task_factory.borrow(py).is_some() || this.debug() {
+            let all = PyDict::new(py);
+            all.set_item(intern!(py, "name"), name)?;
+            all.set_item(intern!(py, "context"), context)?;
+            return slf.call_method(intern!(py, "_create_task_py"), (coro,), Some(&all));
+        }
+        this.check_closed()?;
+        let cls = cached::module_attr(cached::tasks(py)?, intern!(py, "Task"))?;
+        let defaults = name.is_none_or(|n| n.is_none()) && context.is_none_or(|c| c.is_none());
+        if defaults && cached::c_task(py).is_some_and(|t| t.is(&cls)) {
+            let kwargs = loop_kwargs(slf)?;
+            let args = PyTuple::new(py, [coro])?;
+            // SAFETY: GIL held; `cls`, `args` and `kwargs` are live for the call; the result is
+            // a new reference or NULL with an exception set, which `from_owned_ptr_or_err`
+            // handles.
+            return unsafe {
+                let r = ffi::PyObject_Call(cls.as_ptr(), args.as_ptr(), kwargs.as_ptr());
+                Bound::from_owned_ptr_or_err(py, r)
+            };
+        }
+        let none = py.None().into_bound(py);
+        vectorcall_kw(
+            &cls,
+            &[coro],
+            cached::kw_loop_name_context(py)?,
+            &[
+                slf.as_any(),
+                name.unwrap_or(&none),
+                context.unwrap_or(&none),
+            ],
+        )
+    }
+}
+
 /// `{'loop': self}`, made once (see `create_future`).
 fn loop_kwargs<'py>(slf: &Bound<'py, LoopCore>) -> PyResult<Bound<'py, PyDict>> {
     let py = slf.py();
@@ -746,31 +800,13 @@ impl LoopCore {
         kwargs: Option<&Bound<'py, pyo3::types::PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
-        let this = slf.get();
-        let has_factory = this.task_factory.borrow(py).is_some();
-        let extra = kwargs.is_some_and(|k| !k.is_empty());
-        if has_factory || extra || this.debug() {
-            let all = match kwargs {
-                Some(k) => k.copy()?,
-                None => pyo3::types::PyDict::new(py),
-            };
+        if let Some(k) = kwargs.filter(|k| !k.is_empty()) {
+            let all = k.copy()?;
             all.set_item(intern!(py, "name"), name)?;
             all.set_item(intern!(py, "context"), context)?;
             return slf.call_method(intern!(py, "_create_task_py"), (coro,), Some(&all));
         }
-        this.check_closed()?;
-        let cls = cached::module_attr(cached::tasks(py)?, intern!(py, "Task"))?;
-        let none = py.None().into_bound(py);
-        vectorcall_kw(
-            &cls,
-            &[coro],
-            cached::kw_loop_name_context(py)?,
-            &[
-                slf.as_any(),
-                name.unwrap_or(&none),
-                context.unwrap_or(&none),
-            ],
-        )
+        Self::create_task_fast(slf, coro, name, context)
     }
 
     /// The task factory (`set_task_factory` stores it here, so `create_task` reads it without a
