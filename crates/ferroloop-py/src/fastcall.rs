@@ -309,7 +309,8 @@ static DEFS: Defs = Defs([
     },
 ]);
 
-/// Adds the two methods to `LoopCore` (module import).
+/// Adds the three methods to `LoopCore` (module import), keeping the `#[pymethods]`
+/// `create_task` it replaces as the fallback parser.
 pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
     let ty = LoopCore::type_object(py);
     let full = ty.getattr("create_task")?.unbind();
