@@ -418,6 +418,26 @@ def test_create_task_follows_a_patched_task_class(loop, monkeypatch):
     loop.run_until_complete(t3)
 
 
+def test_a_closed_loop_that_made_tasks_and_futures_is_freed_without_the_collector(loop_factory):
+    """Closing the loop drops the `{'loop': self}` that `create_future`/`create_task` keep, so
+    the loop goes with its last reference, as the stock loop does, not at the collector's next
+    pass (a pytest-asyncio module-scoped loop, say, outliving its module)."""
+    gc.collect()
+    gc.disable()
+    try:
+        loop = loop_factory()
+        task = loop.create_task(_var_value())
+        loop.run_until_complete(task)
+        del task
+        loop.create_future()
+        loop.close()
+        ref = weakref.ref(loop)
+        del loop
+        assert ref() is None
+    finally:
+        gc.enable()
+
+
 # --- ferroloop only: the context copies the loop makes are untracked while pending (gc.rs) ---
 
 import ferroloop  # noqa: E402

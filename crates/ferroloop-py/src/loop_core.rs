@@ -583,11 +583,15 @@ impl LoopCore {
     }
 
     /// Marks the loop closed and drops what it holds: ready callbacks, timers, watched fds, the
-    /// epoll fd and the waker.
+    /// epoll fd, the waker, and the `{'loop': self}` that `create_future`/`create_task` keep (a
+    /// reference cycle through the loop: dropped here, a closed loop is freed when its last
+    /// reference goes, as before it kept one, not at the collector's next pass).
     fn _close_native(slf: &Bound<'_, Self>) {
         let py = slf.py();
         let this = slf.get();
         this.closed.store(true, Relaxed);
+        let kwargs = this.loop_kwargs.borrow_mut(py).take();
+        drop(kwargs);
         let taken = {
             let mut st = this.st.borrow_mut(py);
             let owners = std::mem::take(&mut st.sock_owners);
