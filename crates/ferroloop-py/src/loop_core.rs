@@ -255,6 +255,21 @@ fn no_debug_attribute(slf: &Bound<'_, LoopCore>) -> PyErr {
 }
 
 impl LoopCore {
+    /// The stdlib's `create_task` (`Loop._create_task_py`) with `kwargs` plus `name` and
+    /// `context`: for a task factory, debug mode, or keywords the fast path does not take.
+    fn create_task_py<'py>(
+        slf: &Bound<'py, Self>,
+        coro: &Bound<'py, PyAny>,
+        kwargs: Bound<'py, PyDict>,
+        name: Option<&Bound<'py, PyAny>>,
+        context: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        kwargs.set_item(intern!(py, "name"), name)?;
+        kwargs.set_item(intern!(py, "context"), context)?;
+        slf.call_method(intern!(py, "_create_task_py"), (coro,), Some(&kwargs))
+    }
+
     /// `create_task(coro, name=name, context=context)` (no other keyword): the stdlib's
     /// `BaseEventLoop.create_task` while no task factory is set and debug mode is off, else
     /// that Python implementation itself (`Loop._create_task_py`). Called by the vectorcall
@@ -275,10 +290,7 @@ impl LoopCore {
         let py = slf.py();
         let this = slf.get();
         if this.task_factory.borrow(py).is_some() || this.debug() {
-            let all = PyDict::new(py);
-            all.set_item(intern!(py, "name"), name)?;
-            all.set_item(intern!(py, "context"), context)?;
-            return slf.call_method(intern!(py, "_create_task_py"), (coro,), Some(&all));
+            return Self::create_task_py(slf, coro, PyDict::new(py), name, context);
         }
         this.check_closed()?;
         let cls = cached::module_attr(cached::tasks(py)?, intern!(py, "Task"))?;
@@ -803,12 +815,8 @@ impl LoopCore {
         context: Option<&Bound<'py, PyAny>>,
         kwargs: Option<&Bound<'py, pyo3::types::PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
         if let Some(k) = kwargs.filter(|k| !k.is_empty()) {
-            let all = k.copy()?;
-            all.set_item(intern!(py, "name"), name)?;
-            all.set_item(intern!(py, "context"), context)?;
-            return slf.call_method(intern!(py, "_create_task_py"), (coro,), Some(&all));
+            return Self::create_task_py(slf, coro, k.copy()?, name, context);
         }
         Self::create_task_fast(slf, coro, name, context)
     }
