@@ -116,6 +116,42 @@ def test_callback_runs_in_copy_of_current_context(loop):
     assert var.get() == "default"
 
 
+def test_a_context_that_is_not_a_context_gets_its_run_method_called(loop):
+    # The stdlib's Handle._run calls `self._context.run(callback, *args)`, so any object with a
+    # `run` method serves as a context, and one without fails at run time, reported to the
+    # exception handler with the AttributeError that lookup raises.
+    calls, errors = [], []
+
+    class Ctx:
+        def run(self, fn, *args):
+            calls.append(("run", fn.__name__, args))
+            return fn(*args)
+
+    def cb(*args):
+        calls.append(("cb", args))
+
+    loop.set_exception_handler(lambda lp, c: errors.append(c))
+    loop.call_soon(cb, context=Ctx())
+    loop.call_soon(cb, 1, 2, context=Ctx())
+    loop.call_later(0, cb, 3, context=Ctx())
+    loop.call_at(loop.time(), cb, 4, context=Ctx())
+    loop.call_soon_threadsafe(cb, 5, context=Ctx())
+    bad = loop.call_soon(cb, 6, context=42)
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert sorted(calls[0::2]) == sorted(
+        [("run", "cb", ()), ("run", "cb", (1, 2)), ("run", "cb", (3,)), ("run", "cb", (4,)),
+         ("run", "cb", (5,))]
+    )
+    assert all(c == ("cb", r[2]) for r, c in zip(calls[0::2], calls[1::2]))
+    assert len(errors) == 1
+    assert errors[0]["handle"] is bad
+    assert errors[0]["message"].startswith("Exception in callback ")
+    exc = errors[0]["exception"]
+    assert type(exc) is AttributeError
+    assert str(exc) == "'int' object has no attribute 'run'"
+    loop.set_exception_handler(None)
+
+
 def test_explicit_context_is_shared_not_copied(loop):
     ctx = contextvars.copy_context()
     ctx.run(var.set, "in-ctx")

@@ -10,19 +10,21 @@
 //! - a wait ended by a signal (`EINTR`), or the signal wakeup pipe firing (signals.rs), runs the
 //!   Python signal handlers at once (`PyErr_CheckSignals`; Ctrl-C raises there);
 //! - a handle is run in its context with `PyContext_Enter` (no bound-method call, no argument
-//!   tuple for zero-argument callbacks); leaving the ready queue, or the loop for good, flips its
+//!   tuple for zero-argument callbacks; a context that is not a `contextvars.Context` gets
+//!   `context.run(callback, *args)`, as the stdlib calls it); leaving the ready queue, or the loop for good, flips its
 //!   ownership (gc.rs).
 //!
 //! Everything is generic, so the per-callback path compiles to what it was when the turn was
 //! written here: one borrow to pop, one cancelled check, one call, one ownership update.
 
-use crate::call_args::CallArgs;
+use crate::call_args::{BoundArgs, CallArgs};
 use crate::gc::Owner;
 use crate::handle::{Handle, HandleRef};
 use crate::loop_state::{os_error, LoopCore};
 use crate::stats::bump;
 use ferroloop_core::{clock, EventLoop, Events, Host, OffsetClock, Poller};
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
+use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
@@ -247,10 +249,21 @@ pub(crate) fn run_handle(slf: &Bound<'_, Handle>) -> PyResult<()> {
         }
     };
     // The context is owned by this handle for the whole call.
-    let res = crate::loop_state::in_context(py, h.context.as_ptr(), || match &args {
-        Some(a) => a.call(&cb),
-        None => cb.call0(),
-    });
+    let ctx = h.context.bind(py);
+    // SAFETY: `ctx` is a live object (the handle holds it) and the GIL is held; this only
+    // compares its type pointer with `contextvars.Context`'s.
+    let res = if unsafe { ffi::PyContext_CheckExact(ctx.as_ptr()) } != 0 {
+        crate::loop_state::in_context(py, ctx.as_ptr(), || match &args {
+            Some(a) => a.call(&cb),
+            None => cb.call0(),
+        })
+    } else {
+        // Not a `contextvars.Context` (`call_soon(cb, context=obj)` takes any object): what
+        // the stdlib's `Handle._run` does, `context.run(callback, *args)`, so an object with a
+        // `run` method works and any other fails here, reported as the stdlib reports it
+        // (`AttributeError: 'int' object has no attribute 'run'`).
+        foreign_context_run(py, ctx, &cb, args.as_ref())
+    };
     match res {
         Ok(_) => Ok(()),
         Err(e)
@@ -268,6 +281,22 @@ pub(crate) fn run_handle(slf: &Bound<'_, Handle>) -> PyResult<()> {
             report_callback_error(slf, &cb.unbind(), Some(&args.unbind()), e)
         }
     }
+}
+
+/// `context.run(cb, *args)` for a handle whose context is not a `contextvars.Context`.
+#[cold]
+fn foreign_context_run<'py>(
+    py: Python<'py>,
+    ctx: &Bound<'py, PyAny>,
+    cb: &Bound<'py, PyAny>,
+    args: Option<&BoundArgs<'py>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let run = ctx.getattr(intern!(py, "run"))?;
+    let mut items = vec![cb.clone()];
+    if let Some(a) = args {
+        items.extend(a.to_tuple(py)?.iter());
+    }
+    run.call1(PyTuple::new(py, items)?)
 }
 
 /// `loop.call_exception_handler({'message': 'Exception in callback ...', ...})`.
