@@ -4,6 +4,8 @@ import asyncio
 import gc
 import logging
 import re
+import sys
+import traceback
 
 import pytest
 
@@ -112,6 +114,96 @@ def test_callback_exception_goes_to_handler(loop):
     assert ctx["handle"] is h
     assert contexts[1][1]["message"].startswith("Exception in callback ")
     assert "bad_callback" in contexts[1][1]["message"]
+
+
+def _frame_names(exc):
+    return [f.name for f in traceback.extract_tb(exc.__traceback__)]
+
+
+def test_callback_exception_reaches_the_handler_as_the_exception_being_handled(loop, caplog):
+    # The stdlib calls the handler inside Handle._run's `except BaseException as exc:` clause:
+    # the exception keeps its traceback (the callback's frames), it is `sys.exc_info()` in the
+    # handler, and an error raised by the handler is chained to it.
+    seen = []
+
+    def inner():
+        raise ValueError("deep")
+
+    def bad_callback():
+        inner()
+
+    def handler(lp, ctx):
+        exc = ctx["exception"]
+        seen.append((sys.exc_info()[1] is exc, _frame_names(exc)))
+        raise RuntimeError("handler broke")
+
+    loop.set_exception_handler(handler)
+    loop.call_soon(bad_callback)
+    loop.call_later(0, bad_callback)
+    fut = loop.create_future()
+    fut.add_done_callback(lambda f: bad_callback())
+    fut.set_result(None)
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        loop.run_until_complete(asyncio.sleep(0.01))
+    assert len(seen) == 3
+    for handled, names in seen:
+        assert handled
+        # the stdlib's traceback starts at Handle._run, ferroloop's (native) at the callback
+        assert names[-2:] == ["bad_callback", "inner"]
+    recs = [r for r in caplog.records if r.getMessage().startswith("Unhandled error in exception")]
+    assert len(recs) == 3
+    for rec in recs:
+        exc = rec.exc_info[1]
+        assert type(exc) is RuntimeError
+        assert type(exc.__context__) is ValueError
+        assert _frame_names(exc.__context__)[-1] == "inner"
+    assert sys.exc_info() == (None, None, None)
+
+
+def test_default_handler_logs_the_callbacks_traceback(loop, caplog):
+    def inner():
+        raise ValueError("deep")
+
+    def bad_callback():
+        inner()
+
+    loop.call_soon(bad_callback)
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        run_briefly(loop)
+    (rec,) = [r for r in caplog.records if r.name == "asyncio"]
+    assert _frame_names(rec.exc_info[1])[-2:] == ["bad_callback", "inner"]
+    text = logging.Formatter().formatException(rec.exc_info)
+    assert text.startswith("Traceback (most recent call last):")
+    assert 'raise ValueError("deep")' in text
+
+
+def test_a_transports_fatal_error_reaches_the_handler_as_the_exception_being_handled(loop):
+    # _read_ready's `except BaseException as exc: self._fatal_error(exc, ...)`.
+    seen = []
+
+    def handler(lp, ctx):
+        exc = ctx["exception"]
+        seen.append((ctx["message"], sys.exc_info()[1] is exc, _frame_names(exc)[-1:]))
+
+    class Bad(asyncio.Protocol):
+        def data_received(self, data):
+            raise ZeroDivisionError("in data_received")
+
+    async def main():
+        server = await loop.create_server(Bad, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"x")
+        await reader.read()  # the server's transport closes the connection
+        writer.close()
+        server.close()
+        await server.wait_closed()
+
+    loop.set_exception_handler(handler)
+    loop.run_until_complete(main())
+    assert seen == [
+        ("Fatal error: protocol.data_received() call failed.", True, ["data_received"])
+    ]
 
 
 def test_default_handler_logs_callback_exception(loop, caplog):

@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 import struct
+import sys
 from asyncio import selector_events
 
 import pytest
@@ -40,6 +41,8 @@ class Recorder(asyncio.DatagramProtocol):
 
     def error_received(self, exc):
         self.errors.append(exc)
+        # The stdlib calls it inside `except OSError as exc:`.
+        self.handled = getattr(self, "handled", []) + [sys.exc_info()[1] is exc]
 
     def pause_writing(self):
         self.calls.append("pause")
@@ -214,6 +217,7 @@ def test_error_received_on_connected_socket_to_closed_port(loop):
                 break
         assert len(p.errors) >= 2
         assert all(isinstance(e, ConnectionRefusedError) for e in p.errors)
+        assert p.handled == [True] * len(p.errors)
         assert p.lost == [] and not t.is_closing()
         t.close()
         await p.closed

@@ -14,7 +14,7 @@ use crate::handle::{Handle, HandleRef};
 use crate::signals::SignalPipe;
 use crate::stats::{Counters, TimeStats};
 use ferroloop_core::{EventLoop, Events, OffsetClock, Waker};
-use pyo3::exceptions::{PyOSError, PyRuntimeError};
+use pyo3::exceptions::{PyBaseException, PyOSError, PyRuntimeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyWeakrefReference};
@@ -185,6 +185,35 @@ pub(crate) fn in_context<R>(
         return r.and(Err(e));
     }
     r
+}
+
+/// The exception object of `err`, with its traceback attached (`__traceback__`): what an
+/// `except ... as exc:` clause binds. On 3.11 the traceback is kept apart from the value until
+/// then, so `err.value(py)` alone would hand Python an exception with no traceback.
+pub(crate) fn exception_value<'py>(py: Python<'py>, err: &PyErr) -> Bound<'py, PyBaseException> {
+    err.clone_ref(py).into_value(py).into_bound(py)
+}
+
+/// Runs `f` with `err` as the exception being handled, then restores the previous one: what
+/// the body of the stdlib's `except BaseException as exc:` clause (or a `finally:` block that
+/// the exception passes through) runs under. Inside `f`, `sys.exc_info()` is the exception, and
+/// an exception raised there gets it as its `__context__` from CPython itself, so a traceback
+/// printed of it shows both, "During handling of the above exception, another exception
+/// occurred".
+pub(crate) fn while_handling<R>(py: Python<'_>, err: &PyErr, f: impl FnOnce() -> R) -> R {
+    let value = exception_value(py, err);
+    // SAFETY: the GIL is held (`py`). `PyErr_GetHandledException` returns a new reference (or
+    // NULL); `PyErr_SetHandledException` takes no reference of its argument (it keeps its own),
+    // and NULL clears the state. `value` outlives the call that installs it, and `previous` is
+    // put back, then released, exactly once.
+    unsafe {
+        let previous = ffi::PyErr_GetHandledException();
+        ffi::PyErr_SetHandledException(value.as_ptr());
+        let result = f();
+        ffi::PyErr_SetHandledException(previous);
+        ffi::Py_XDECREF(previous);
+        result
+    }
 }
 
 /// `contextvars.copy_context()`.

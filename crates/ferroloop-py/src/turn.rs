@@ -20,7 +20,7 @@
 use crate::call_args::{BoundArgs, CallArgs};
 use crate::gc::Owner;
 use crate::handle::{Handle, HandleRef};
-use crate::loop_state::{os_error, LoopCore};
+use crate::loop_state::{exception_value, os_error, while_handling, LoopCore};
 use crate::stats::bump;
 use ferroloop_core::{clock, EventLoop, Events, Host, OffsetClock, Poller};
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
@@ -319,7 +319,7 @@ fn report_callback_error(
         intern!(py, "message"),
         format!("Exception in callback {src}"),
     )?;
-    ctx.set_item(intern!(py, "exception"), err.value(py))?;
+    ctx.set_item(intern!(py, "exception"), exception_value(py, &err))?;
     ctx.set_item(intern!(py, "handle"), slf)?;
     let tb =
         h.st.borrow(py)
@@ -331,9 +331,12 @@ fn report_callback_error(
             ctx.set_item(intern!(py, "source_traceback"), tb)?;
         }
     }
-    h.loop_
-        .bind(py)
-        .call_method1(intern!(py, "call_exception_handler"), (ctx,))?;
+    // Called inside the stdlib's `except BaseException as exc:` clause (`Handle._run`).
+    while_handling(py, &err, || {
+        h.loop_
+            .bind(py)
+            .call_method1(intern!(py, "call_exception_handler"), (ctx,))
+    })?;
     Ok(())
 }
 

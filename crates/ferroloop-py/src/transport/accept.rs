@@ -35,6 +35,7 @@
 
 use super::sys::{errno_error, is_exit};
 use super::TransportCore;
+use crate::loop_state::{exception_value, while_handling};
 use pyo3::exceptions::PyOSError;
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -242,11 +243,14 @@ fn set_up<'py>(
             "message",
             "Error on transport creation for incoming connection",
         )?;
-        context.set_item("exception", exc.value(py))?;
+        context.set_item("exception", exception_value(py, &exc))?;
         if let Some(p) = protocol {
             context.set_item("protocol", p)?;
         }
-        lp.call_method1(intern!(py, "call_exception_handler"), (context,))?;
+        // Inside the stdlib's `except BaseException as exc:` clause.
+        while_handling(py, &exc, || {
+            lp.call_method1(intern!(py, "call_exception_handler"), (context,))
+        })?;
     }
     Ok(())
 }
@@ -317,10 +321,13 @@ pub fn accept_connections<'py>(
             Err(e) => {
                 // The except clauses of the Python loop, and the back-off (`_accept.py`).
                 let none = py.None();
-                lp.call_method1(
-                    intern!(py, "_accept_failed"),
-                    (e.value(py), protocol_factory, sock, none, server, backlog),
-                )?;
+                let value = exception_value(py, &e);
+                while_handling(py, &e, || {
+                    lp.call_method1(
+                        intern!(py, "_accept_failed"),
+                        (value, protocol_factory, sock, none, server, backlog),
+                    )
+                })?;
                 return Ok(());
             }
         }

@@ -45,8 +45,8 @@
 
 use super::state::TransportAttribute;
 use super::{names, TransportCore};
+use crate::loop_state::while_handling;
 use pyo3::exceptions::{PyConnectionError, PyRuntimeError};
-use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -102,28 +102,6 @@ fn config(py: Python<'_>) -> PyResult<&CloseConfig> {
     CLOSE_CONFIG
         .get(py)
         .ok_or_else(|| PyRuntimeError::new_err("TransportCore._configure was not called"))
-}
-
-/// Runs `f` with `exc` as the exception being handled (what a `finally:` block that an exception
-/// is passing through sees), then restores the previous one. Exceptions raised inside `f` get
-/// `exc` as their `__context__` from CPython itself, as they would in that block.
-fn while_handling<R>(py: Python<'_>, exc: Option<&PyErr>, f: impl FnOnce() -> R) -> R {
-    let Some(exc) = exc else {
-        return f();
-    };
-    let value = exc.value(py);
-    // SAFETY: the GIL is held (`py`). `PyErr_GetHandledException` returns a new reference (or
-    // NULL); `PyErr_SetHandledException` takes no reference of its argument (it keeps its own),
-    // and NULL clears the state. `value` outlives the call that installs it, and `previous` is
-    // put back, then released, exactly once.
-    unsafe {
-        let previous = ffi::PyErr_GetHandledException();
-        ffi::PyErr_SetHandledException(value.as_ptr());
-        let result = f();
-        ffi::PyErr_SetHandledException(previous);
-        ffi::Py_XDECREF(previous);
-        result
-    }
 }
 
 impl TransportCore {
@@ -215,7 +193,10 @@ impl TransportCore {
         } else {
             Ok(())
         };
-        let released = while_handling(py, lost.as_ref().err(), || self.release(py, c, transport));
+        let released = match lost.as_ref() {
+            Err(e) => while_handling(py, e, || self.release(py, c, transport)),
+            Ok(()) => self.release(py, c, transport),
+        };
         // An exception of the `finally:` block replaces the protocol's (chained to it above).
         released?;
         lost?;

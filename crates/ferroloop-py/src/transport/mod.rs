@@ -50,6 +50,7 @@ pub use udp::DatagramCore;
 
 use crate::gil::GilCell;
 use crate::loop_core::LoopCore;
+use crate::loop_state::{exception_value, while_handling};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -110,9 +111,14 @@ impl TransportCore {
     }
 
     /// `transport._fatal_error(exc, message)`.
+    /// `self._fatal_error(exc, message)`, called as the stdlib calls it: inside the `except`
+    /// clause that caught `exc` (the exception handler sees it in `sys.exc_info()`).
     fn fatal(&self, py: Python<'_>, exc: PyErr, message: &str) -> PyResult<()> {
-        self.transport(py)
-            .call_method1(names::fatal_error(py), (exc.into_value(py), message))?;
+        let value = exception_value(py, &exc);
+        while_handling(py, &exc, || {
+            self.transport(py)
+                .call_method1(names::fatal_error(py), (value, message))
+        })?;
         Ok(())
     }
 

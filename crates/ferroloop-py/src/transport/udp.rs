@@ -46,6 +46,7 @@ use std::net::Ipv4Addr;
 use std::os::fd::RawFd;
 
 use crate::gil::GilCell;
+use crate::loop_state::{exception_value, while_handling};
 
 /// `selector_events._SelectorTransport.max_size`: the most one `recvfrom` takes.
 const MAX_READ: usize = 256 * 1024;
@@ -173,10 +174,12 @@ impl DatagramCore {
     fn error_received(py: Python<'_>, d: &Bound<'_, PyDict>, e: Errno) -> PyResult<()> {
         let protocol =
             Self::attr(d, intern!(py, "_protocol"))?.unwrap_or_else(|| py.None().into_bound(py));
-        protocol.call_method1(
-            intern!(py, "error_received"),
-            (errno_error(e).into_value(py),),
-        )?;
+        // Inside the stdlib's `except OSError as exc:` clause.
+        let err = errno_error(e);
+        let value = exception_value(py, &err);
+        while_handling(py, &err, || {
+            protocol.call_method1(intern!(py, "error_received"), (value,))
+        })?;
         Ok(())
     }
 
@@ -311,8 +314,12 @@ impl DatagramCore {
             .as_ref()
             .map(|t| t.clone_ref(py));
         if let Some(t) = t {
-            t.bind(py)
-                .call_method1(intern!(py, "_fatal_error"), (e.into_value(py), message))?;
+            // Inside the stdlib's `except BaseException as exc:` clause.
+            let value = exception_value(py, &e);
+            while_handling(py, &e, || {
+                t.bind(py)
+                    .call_method1(intern!(py, "_fatal_error"), (value, message))
+            })?;
         }
         Ok(())
     }

@@ -4,6 +4,7 @@
 use super::sys::{errno_error, is_exit, is_retry, with_fd, RawBuffer};
 use super::{names, TransportCore};
 use crate::loop_core::LoopCore;
+use crate::loop_state::{exception_value, while_handling};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
@@ -134,7 +135,7 @@ impl TransportCore {
                 let exc = pyerr.unwrap_or_else(|| errno_error(e));
                 this.remove_writer(py)?;
                 buffer.clear(py);
-                let value = exc.value(py).clone();
+                let value = exception_value(py, &exc);
                 this.fatal(py, exc, "Fatal write error on socket transport")?;
                 if let Some(w) = this.empty_waiter(py) {
                     w.call_method1(names::set_exception(py), (value,))?;
@@ -182,13 +183,16 @@ impl TransportCore {
         }
         let ctx = PyDict::new(py);
         ctx.set_item(names::message(py), message)?;
-        ctx.set_item(names::exception(py), e.into_value(py))?;
+        ctx.set_item(names::exception(py), exception_value(py, &e))?;
         ctx.set_item(names::transport(py), self.transport(py))?;
         ctx.set_item(names::protocol(py), self.protocol(py))?;
         let lp = self.st.borrow(py).loop_.as_ref().map(|l| l.clone_ref(py));
         if let Some(lp) = lp {
-            lp.bind(py)
-                .call_method1(names::call_exception_handler(py), (ctx,))?;
+            // Inside the stdlib's `except (Exception) as exc:` clause.
+            while_handling(py, &e, || {
+                lp.bind(py)
+                    .call_method1(names::call_exception_handler(py), (ctx,))
+            })?;
         }
         Ok(())
     }
