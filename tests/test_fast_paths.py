@@ -75,10 +75,30 @@ def test_call_soon_argument_errors(loop, method):
         fn(print, bogus=1)
     with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
         fn(print, context=None, bogus=1)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="multiple values for argument 'callback'"):
         fn(print, **{"context": None, "callback": print})
+    with pytest.raises(TypeError, match="missing 1 required positional argument: 'callback'"):
+        fn(context=None)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
+        fn(callback=print, bogus=1)
     # Nothing was scheduled by the failed calls.
     assert not [h for h in getattr(loop, "_ready", []) if not h.cancelled()]
+
+
+@pytest.mark.parametrize("method", ["call_soon", "call_soon_threadsafe"])
+def test_call_soon_callback_by_keyword(loop, method):
+    # `callback` is an ordinary parameter of the stdlib's call_soon(self, callback, *args,
+    # context=None): it may be passed by keyword, with or without `context`.
+    seen = []
+    ctx = contextvars.copy_context()
+    ctx.run(VAR.set, "in ctx")
+    fn = getattr(loop, method)
+    h1 = fn(callback=lambda: seen.append(("kw", VAR.get())))
+    h2 = fn(callback=lambda: seen.append(("kw+ctx", VAR.get())), context=ctx)
+    h3 = fn(context=ctx, callback=lambda: seen.append(("ctx+kw", VAR.get())))
+    assert [h.cancelled() for h in (h1, h2, h3)] == [False] * 3
+    _one_turn(loop)
+    assert seen == [("kw", "unset"), ("kw+ctx", "in ctx"), ("ctx+kw", "in ctx")]
 
 
 def test_call_soon_each_handle_gets_its_own_context_copy(loop):

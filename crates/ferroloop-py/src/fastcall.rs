@@ -57,16 +57,13 @@ unsafe fn parse<'py>(
 ) -> PyResult<Args<'py>> {
     // SAFETY: the vectorcall protocol (caller): `nargsf` encodes the positional count.
     let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) } as usize;
-    if nargs == 0 {
-        return Err(PyTypeError::new_err(format!(
-            "LoopCore.{name}() missing 1 required positional argument: 'callback'"
-        )));
-    }
     // SAFETY: `args[..nargs]` are live borrowed references (caller).
     let positional = unsafe { std::slice::from_raw_parts(args, nargs) };
     // SAFETY: as above; each pointer is a live object.
-    let callback = unsafe { Bound::from_borrowed_ptr(py, positional[0]) };
-    let rest = if nargs == 1 {
+    let mut callback = positional
+        .first()
+        .map(|&p| unsafe { Bound::from_borrowed_ptr(py, p) });
+    let rest = if nargs <= 1 {
         CallArgs::Zero // a task's step: the common case, kept to a constant
     } else {
         // SAFETY: as above: each pointer is a live borrowed object.
@@ -79,24 +76,42 @@ unsafe fn parse<'py>(
             unsafe { Bound::from_borrowed_ptr(py, kwnames).cast_into_unchecked::<PyTuple>() };
         let want = pyo3::intern!(py, "context");
         for (i, kw) in names.iter().enumerate() {
-            let is_context = kw.is(want) || is_context_name(&kw);
-            if !is_context || context.is_some() {
-                let msg = if is_context {
-                    format!("LoopCore.{name}() got multiple values for argument 'context'")
-                } else {
-                    format!("LoopCore.{name}() got an unexpected keyword argument '{kw}'")
-                };
-                return Err(PyTypeError::new_err(msg));
-            }
             // SAFETY: the keyword values follow the positionals (vectorcall protocol).
-            context = Some(unsafe { Bound::from_borrowed_ptr(py, *args.add(nargs + i)) });
+            let value = || unsafe { Bound::from_borrowed_ptr(py, *args.add(nargs + i)) };
+            if kw.is(want) || is_context_name(&kw) {
+                if context.is_some() {
+                    return Err(multiple_values(name, "context"));
+                }
+                context = Some(value());
+            } else if kw.cast::<PyString>().is_ok_and(|s| s == "callback") {
+                // `call_soon(callback=cb)`: the stdlib's `callback` is an ordinary parameter.
+                if callback.is_some() {
+                    return Err(multiple_values(name, "callback"));
+                }
+                callback = Some(value());
+            } else {
+                return Err(PyTypeError::new_err(format!(
+                    "LoopCore.{name}() got an unexpected keyword argument '{kw}'"
+                )));
+            }
         }
     }
+    let Some(callback) = callback else {
+        return Err(PyTypeError::new_err(format!(
+            "LoopCore.{name}() missing 1 required positional argument: 'callback'"
+        )));
+    };
     Ok(Args {
         callback,
         args: rest,
         context,
     })
+}
+
+fn multiple_values(name: &str, arg: &str) -> PyErr {
+    PyTypeError::new_err(format!(
+        "LoopCore.{name}() got multiple values for argument '{arg}'"
+    ))
 }
 
 /// The last keyword name other than the interned `"context"` found to spell `context`: the C
