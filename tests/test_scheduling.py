@@ -4,9 +4,11 @@ Timers (call_later / call_at) and the clock are in test_timers.py."""
 
 import asyncio
 import contextvars
+import gc
 import sys
 import threading
 import time
+import weakref
 
 import pytest
 
@@ -272,3 +274,21 @@ def test_task_factory(loop):
     assert seen[-1] == (loop, {"context": ctx})
     loop.set_task_factory(None)
     assert loop.get_task_factory() is None
+
+
+def test_handles_can_be_weakly_referenced(loop):
+    # asyncio.Handle has __weakref__ in its __slots__: code keeps handles in a WeakSet.
+    soon = loop.call_soon(lambda: None)
+    timer = loop.call_later(3600, lambda: None)
+    refs = [weakref.ref(soon), weakref.ref(timer)]
+    alive = weakref.WeakSet([soon, timer])
+    assert [r() for r in refs] == [soon, timer] and len(alive) == 2
+    timer.cancel()
+    del soon, timer
+    run_briefly(loop)
+    gc.collect()
+    assert [r() for r in refs] == [None, None] and len(alive) == 0
+    # A handle made afterwards (ferroloop recycles handle objects) is not reachable through them.
+    fresh = [loop.call_soon(lambda: None) for _ in range(10)]
+    assert [r() for r in refs] == [None, None] and len(alive) == 0
+    assert all(weakref.ref(h)() is h for h in fresh)

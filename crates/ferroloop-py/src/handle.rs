@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
     subclass,
     frozen,
     freelist = 1024,
+    weakref,
     module = "ferroloop",
     name = "Handle"
 )]
