@@ -1,6 +1,7 @@
 """call_later / call_at: ordering, precision, cancellation, and the loop's clock."""
 
 import asyncio
+import decimal
 import fractions
 import gc
 import random
@@ -234,6 +235,58 @@ def test_non_numeric_delay(loop):
     with pytest.raises(TypeError):
         loop.call_later("1", print)
     loop.run_until_complete(asyncio.sleep(0))  # nothing half-scheduled
+
+
+class _FloatOnly:
+    def __float__(self):
+        return 0.0
+
+
+class _IndexOnly:
+    def __index__(self):
+        return 0
+
+
+@pytest.mark.parametrize(
+    "delay, name",
+    [("1", "str"), (decimal.Decimal("0.1"), "decimal.Decimal"), (_FloatOnly(), "_FloatOnly"),
+     (_IndexOnly(), "_IndexOnly")],
+)
+def test_call_later_adds_the_delay_as_python_does(loop, delay, name):
+    # The stdlib's call_later is `self.call_at(self.time() + delay, ...)`: a delay that a float
+    # cannot be added to is that addition's TypeError, even if it converts to a float.
+    with pytest.raises(TypeError) as ei:
+        loop.call_later(delay, print)
+    assert str(ei.value) == f"unsupported operand type(s) for +: 'float' and '{name}'"
+
+
+def test_call_later_when_is_the_sums_type(loop):
+    class Seconds(float):
+        # A float subclass whose reflected addition wins (as numpy.float64's does).
+        def __radd__(self, other):
+            return Seconds(float(other) + float(self))
+
+    calls = []
+    t = loop.call_later(Seconds(0.01), calls.append, "sub")
+    assert type(t.when()) is Seconds
+    assert type(loop.call_later(fractions.Fraction(1, 100), calls.append, "frac").when()) is float
+    assert type(loop.call_later(True, calls.append, "bool").when()) is float
+    loop.run_until_complete(asyncio.sleep(0.05))
+    assert sorted(calls) == ["frac", "sub"]
+
+
+def test_call_at_an_int_beyond_a_floats_range(loop):
+    # The stdlib keeps the int as the deadline: it never comes (or is already past).
+    calls = []
+    far = loop.call_at(10**400, calls.append, "far")
+    past = loop.call_at(-(10**400), calls.append, "past")
+    assert far.when() == 10**400 and type(far.when()) is int
+    assert past.when() == -(10**400)
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert calls == ["past"]
+    far.cancel()
+    with pytest.raises(OverflowError):
+        loop.call_later(10**400, print)  # float + int: too large for a float
 
 
 class Marker:

@@ -18,9 +18,9 @@ use crate::sock::{Kind, SockOp};
 use crate::stats::{Counters, TimeStats};
 use crate::turn;
 use ferroloop_core::{clock, EventLoop, Events, OffsetClock, Poller};
-use pyo3::exceptions::{PyAttributeError, PyTypeError};
+use pyo3::exceptions::{PyAttributeError, PyOverflowError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyTuple};
 use pyo3::PyClassInitializer;
 use pyo3::{ffi, intern};
 use pyo3::{PyTraverseError, PyVisit};
@@ -461,22 +461,32 @@ impl LoopCore {
     #[pyo3(signature = (delay, callback, *args, context=None))]
     fn call_later(
         slf: &Bound<'_, Self>,
-        delay: Option<f64>,
+        delay: Option<Bound<'_, PyAny>>,
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
         context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<TimerHandle>> {
+        let py = slf.py();
         let Some(delay) = delay else {
             return Err(PyTypeError::new_err("delay must not be None"));
         };
         let now = if slf.get().time_replaced.load(Relaxed) {
             // `time` is replaced in Python: `call_at(self.time() + delay)`, as the stdlib.
-            slf.call_method0(intern!(slf.py(), "time"))?
-                .extract::<f64>()?
+            slf.call_method0(intern!(py, "time"))?.extract::<f64>()?
         } else {
             clock::monotonic()
         };
-        Self::schedule_at(slf, now + delay, callback, args, context, None)
+        if delay.is_exact_instance_of::<PyFloat>() || delay.is_instance_of::<PyInt>() {
+            // float + float, float + int: a float (or the OverflowError of an int too large for
+            // one), as the stdlib's `self.time() + delay` gives.
+            let delay: f64 = delay.extract()?;
+            return Self::schedule_at(slf, now + delay, callback, args, context, None);
+        }
+        // Any other object: `self.time() + delay` is Python's addition, as in the stdlib (a
+        // Fraction gives a float; a Decimal, a str or an object with only `__float__` is the
+        // addition's TypeError), and its result is `call_at`'s `when`.
+        let when = PyFloat::new(py, now).add(&delay)?;
+        Self::call_at(slf, Some(when), callback, args, context)
     }
 
     #[pyo3(signature = (when, callback, *args, context=None))]
@@ -490,10 +500,20 @@ impl LoopCore {
         let Some(when) = when else {
             return Err(PyTypeError::new_err("when cannot be None"));
         };
-        let secs: f64 = when.extract()?;
+        let secs: f64 = match when.extract() {
+            Ok(secs) => secs,
+            // An int beyond a float's range: the stdlib's heap keeps it as it is, a deadline
+            // that never comes (or one already past); on the float clock, +/- infinity.
+            Err(e) if e.is_instance_of::<PyOverflowError>(slf.py()) => match when.cast::<PyInt>() {
+                Ok(i) if i.lt(0)? => f64::NEG_INFINITY,
+                Ok(_) => f64::INFINITY,
+                Err(_) => return Err(e),
+            },
+            Err(e) => return Err(e),
+        };
         // `when()` and `_when` give back the object passed, as `asyncio.TimerHandle` keeps it
         // (aiohttp passes an int and checks its type); the heap orders by the float.
-        let keep = (!when.is_exact_instance_of::<pyo3::types::PyFloat>()).then(|| when.unbind());
+        let keep = (!when.is_exact_instance_of::<PyFloat>()).then(|| when.unbind());
         Self::schedule_at(slf, secs, callback, args, context, keep)
     }
 
