@@ -311,6 +311,28 @@ def test_closed_loop(loop, socks):
     assert loop.remove_writer(a) is False
 
 
+def test_closed_loop_removes_nothing_whatever_the_fd(loop):
+    # The stdlib's _remove_reader/_remove_writer answer False on a closed loop before looking
+    # the fd up.
+    loop.close()
+    assert [loop.remove_reader(-1), loop.remove_writer(-1)] == [False, False]
+    assert [loop.remove_reader(2**40), loop._remove_writer(-1)] == [False, False]
+
+
+def test_fds_beyond_a_c_int(loop):
+    # Never watched, so never removed; registering one is epoll's OverflowError.
+    for fd in (2**31, 2**40, 2**70):
+        assert loop.remove_reader(fd) is False
+        assert loop.remove_writer(fd) is False
+        assert loop._remove_reader(fd) is False
+        for add in (loop.add_reader, loop.add_writer):
+            with pytest.raises(OverflowError) as ei:
+                add(fd, print)
+            assert str(ei.value) == "Python int too large to convert to C int"
+    with pytest.raises(ValueError, match="^Invalid file descriptor: -1$"):
+        loop.remove_reader(-1)
+
+
 def test_close_unregisters_fds(loop_factory, socks):
     a, b = socks
     lp = loop_factory()

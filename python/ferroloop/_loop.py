@@ -452,17 +452,27 @@ class Loop(_native.LoopCore, NetworkingMixin, asyncio.AbstractEventLoop):
     # finds a closed object's key by identity (anyio closes a socket, then removes its reader).
     def _register_fileobj(self, fileobj):
         fd = _fileobj_to_fd(fileobj)
+        if fd > _FD_MAX:
+            # What epoll.register(fd) raises for it in the stdlib's selector.
+            raise OverflowError("Python int too large to convert to C int")
         if not isinstance(fileobj, int):
             self._fileobjs[fd] = fileobj
         return fd
 
     def _remove_fd(self, fileobj, native_remove):
+        # The stdlib's _remove_reader/_remove_writer: False on a closed loop, whatever `fd` is,
+        # then selectors' lookup (its ValueError for an invalid fd, False for one not watched,
+        # which an fd beyond a C int's range never is).
+        if self.is_closed():
+            return False
         try:
             fd = _fileobj_to_fd(fileobj)
         except ValueError:
             fd = next((n for n, obj in self._fileobjs.items() if obj is fileobj), None)
             if fd is None:
                 raise
+        if fd > _FD_MAX:
+            return False
         removed = native_remove(fd)
         if fd in self._fileobjs and self._fd_callbacks(fd) == (None, None):
             del self._fileobjs[fd]
@@ -575,6 +585,10 @@ Loop._remove_writer = _native.LoopCore._remove_writer_checked
 if _net.PY_SOCK:
     for _name in _net.SOCK_COROUTINES:
         setattr(Loop, _name, getattr(NetworkingMixin, _name))
+
+
+# The largest fd: an int of C (the kernel's and epoll's type).
+_FD_MAX = 2**31 - 1
 
 
 def _fileobj_to_fd(fileobj):
