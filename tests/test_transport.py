@@ -10,6 +10,7 @@ import hashlib
 import logging
 import socket
 import struct
+import sys
 import weakref
 
 import pytest
@@ -307,6 +308,40 @@ def test_writelines_sends_every_piece_in_order(loop):
         return bytes(sp.data) == expected
 
     assert _run(loop, main())
+
+
+def test_writelines_argument_errors(loop):
+    class Weird:
+        pass
+
+    async def main():
+        server, st, sp, ct, cp = await _pair(Recorder(), Recorder())
+        results = []
+        for arg in (None, [], "", [b"a", "x"], [b"a", Weird()], [b"a", 3]):
+            try:
+                results.append(ct.writelines(arg))
+            except TypeError as exc:
+                results.append(str(exc))
+        ct.writelines(iter([b"ok"]))
+        while len(sp.data) < 2:
+            await asyncio.sleep(0.001)
+        await _close_all(server, st, ct)
+        return results, bytes(sp.data)
+
+    results, data = _run(loop, main())
+    assert data == b"ok"  # a failed call sent nothing, not even the pieces before the bad one
+    if sys.version_info >= (3, 12):
+        # selector_events' writelines: `if not list_of_data: return`, then a memoryview of each
+        assert results == [None, None, None] + [
+            f"memoryview: a bytes-like object is required, not '{name}'"
+            for name in ("str", "Weird", "int")
+        ]
+    else:
+        # WriteTransport.writelines: `self.write(b''.join(list_of_data))`
+        assert results == ["can only join an iterable", None, None] + [
+            f"sequence item 1: expected a bytes-like object, {name} found"
+            for name in ("str", "Weird", "int")
+        ]
 
 
 def test_buffered_protocol_gets_everything_through_small_buffers(loop):

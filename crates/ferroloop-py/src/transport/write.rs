@@ -6,6 +6,7 @@ use super::{names, TransportCore};
 use crate::loop_core::LoopCore;
 use crate::loop_state::{exception_value, while_handling};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView};
 use rustix::io::Errno;
@@ -70,10 +71,18 @@ impl TransportCore {
         let py = slf.py();
         let this = slf.get();
         this.check_writable(py, "writelines")?;
+        if !list_of_data.is_truthy()? {
+            return Ok(()); // `if not list_of_data: return`, as 3.12's (None included)
+        }
         // Every piece must be bytes-like (3.12 makes a memoryview of each) before any is taken.
         let mut pieces = Vec::new();
         for item in list_of_data.try_iter()? {
             let item = item?;
+            // SAFETY: `item` is a live object and the GIL is held (`py`): PyObject_CheckBuffer
+            // only reads its type's buffer slot.
+            if unsafe { ffi::PyObject_CheckBuffer(item.as_ptr()) } == 0 {
+                return Err(not_bytes_like(&item));
+            }
             let raw = RawBuffer::get(&item, false)?;
             if raw.len() > 0 {
                 pieces.push((item, raw));
@@ -269,4 +278,17 @@ impl TransportCore {
         }
         Ok(())
     }
+}
+
+/// `memoryview(obj)`'s `TypeError` for an object without the buffer protocol, which 3.12's
+/// `writelines` raises: "memoryview: a bytes-like object is required, not 'str'" (the type's
+/// C name, as CPython formats it).
+fn not_bytes_like(obj: &Bound<'_, PyAny>) -> PyErr {
+    // SAFETY: `obj` is live and the GIL is held; a type's `tp_name` is a NUL-terminated string
+    // that lives as long as the type, which `obj` keeps alive for this call.
+    let name = unsafe { std::ffi::CStr::from_ptr((*ffi::Py_TYPE(obj.as_ptr())).tp_name) };
+    PyTypeError::new_err(format!(
+        "memoryview: a bytes-like object is required, not '{}'",
+        name.to_string_lossy()
+    ))
 }
