@@ -10,11 +10,15 @@ message), and the objects are coroutines for ``asyncio`` (``iscoroutine``, ``cre
 
 import asyncio
 import errno
+import functools
+import inspect
 import os
 import socket
 import ssl
 import struct
+import sys
 import weakref
+from unittest import mock
 
 import pytest
 
@@ -776,3 +780,57 @@ def test_waits_on_one_socket_make_no_epoll_ctl_ferroloop(loop_name, tmp_path):
     calls = [ln for ln in log.read_text().splitlines() if "epoll_ctl(" in ln]
     # One registration for the first wait (and the loop's own set-up), not two per wait.
     assert len(calls) < 10, calls
+
+
+SOCK_METHODS = {
+    "sock_recv": "(sock, n)",
+    "sock_recv_into": "(sock, buf)",
+    "sock_recvfrom": "(sock, bufsize)",
+    "sock_sendall": "(sock, data)",
+    "sock_sendto": "(sock, data, address)",
+    "sock_connect": "(sock, address)",
+    "sock_accept": "(sock)",
+}
+
+
+@pytest.mark.parametrize("name", [*SOCK_METHODS, "sock_recvfrom_into"])
+def test_sock_methods_are_coroutine_functions(loop, name):
+    # The stdlib's are `async def`s: asyncio's check (which unittest.mock uses to pick an
+    # AsyncMock) and, from 3.12, inspect's answer True; a bound method whose __func__ is the
+    # class attribute.
+    method = getattr(loop, name)
+    assert asyncio.iscoroutinefunction(method)
+    assert asyncio.iscoroutinefunction(getattr(type(loop), name))
+    if sys.version_info >= (3, 12):
+        assert inspect.iscoroutinefunction(method)
+    assert inspect.ismethod(method) and method.__self__ is loop
+    assert method.__func__ is inspect.getattr_static(type(loop), name)
+    assert method.__name__ == name
+    if name in SOCK_METHODS:
+        assert str(inspect.signature(method)) == SOCK_METHODS[name]
+    with mock.patch.object(loop, name) as patched:
+        assert isinstance(patched, mock.AsyncMock)
+    assert getattr(loop, name) == method  # restored
+
+
+def test_sock_methods_called_every_way(loop):
+    a, b = pair()
+    cls = type(loop)
+
+    async def main():
+        await loop.sock_sendall(a, b"one")
+        got = [await loop.sock_recv(b, 10)]
+        bound = loop.sock_sendall
+        await bound(a, b"two")
+        got.append(await cls.sock_recv(loop, b, 10))
+        await functools.partial(loop.sock_sendall, a)(data=b"three")
+        got.append(await loop.sock_recv(sock=b, n=10))
+        with pytest.raises(TypeError):
+            loop.sock_recv(b)
+        return got
+
+    try:
+        assert run(loop, main()) == [b"one", b"two", b"three"]
+    finally:
+        a.close()
+        b.close()

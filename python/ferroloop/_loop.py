@@ -15,6 +15,7 @@ provides; the list per Python version is ``tests/borrowed_manifest/<version>.tom
 
 import asyncio
 import collections.abc
+import inspect
 import os
 import signal
 import socket
@@ -581,10 +582,34 @@ Loop._native_remove_writer = _native.LoopCore._remove_writer
 Loop._remove_reader = _native.LoopCore._remove_reader_checked
 Loop._remove_writer = _native.LoopCore._remove_writer_checked
 
-# FERROLOOP_PY_SOCK=1: the stdlib's sock_* coroutines instead of LoopCore's native ones (_net.py).
+
+
+def _coroutine_marker():
+    # What inspect.markcoroutinefunction (3.12+) stores in `_is_coroutine_marker`, or None.
+    if not hasattr(inspect, "markcoroutinefunction"):
+        return None
+
+    def f():
+        pass
+
+    return inspect.markcoroutinefunction(f)._is_coroutine_marker
+
+
 if _net.PY_SOCK:
+    # FERROLOOP_PY_SOCK=1: the stdlib's sock_* coroutines instead of LoopCore's native ones
+    # (_net.py).
     for _name in _net.SOCK_COROUTINES:
         setattr(Loop, _name, getattr(NetworkingMixin, _name))
+else:
+    # LoopCore's native sock_* methods, marked as coroutine functions as the stdlib's `async
+    # def`s are (asyncio.iscoroutinefunction, inspect.iscoroutinefunction on 3.12+, mock's
+    # AsyncMock) without a Python frame per call (sock/coro_method.rs).
+    _marker = _coroutine_marker()
+    for _name in _net.SOCK_COROUTINES:
+        setattr(Loop, _name, _native.coroutine_method(
+            getattr(_native.LoopCore, _name), coroutines._is_coroutine, _marker))
+    del _marker
+del _name
 
 
 # The largest fd: an int of C (the kernel's and epoll's type).

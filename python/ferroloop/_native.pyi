@@ -27,6 +27,7 @@ __all__ = [
     "accept_nonblocking",
     "accept_connections",
     "configure_accept",
+    "coroutine_method",
     "_handle_pools",
 ]
 
@@ -161,7 +162,7 @@ class LoopCore:
     def sock_recv_into(self, sock: socket.socket, buf: Any) -> SockOp[int]: ...
     def sock_recvfrom(self, sock: socket.socket, bufsize: int) -> SockOp[tuple[bytes, Any]]: ...
     def sock_recvfrom_into(
-        self, sock: socket.socket, buf: Any, nbytes: int | None = None
+        self, sock: socket.socket, buf: Any, nbytes: int | None = 0
     ) -> SockOp[tuple[int, Any]]: ...
     def sock_sendall(self, sock: socket.socket, data: Any) -> SockOp[None]: ...
     def sock_sendto(self, sock: socket.socket, data: Any, address: Any) -> SockOp[int]: ...
@@ -308,6 +309,11 @@ def accept_connections(
 def configure_accept(make_socket_transport: Callable[..., Any], net_module: types.ModuleType) -> None:
     """Called once by ``_net.py``: ferroloop's own ``_make_socket_transport`` and the module whose
     ``_SOCKET_TRANSPORT`` is the stream transport class (read at each connection)."""
+
+def coroutine_method(method: Any, is_coroutine: object, marker: object | None) -> Any:
+    """``method`` (a method descriptor of ``LoopCore``) as a method descriptor that asyncio and
+    ``inspect`` take for a coroutine function, called without a Python frame
+    (sock/coro_method.rs)."""
 
 def _handle_pools() -> tuple[int, int, int, int, int]:
     """``(handles pooled, timer handles pooled, CAPACITY, KEEP, TRIM_STEP)``: the recycled handle

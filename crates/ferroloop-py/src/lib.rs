@@ -43,6 +43,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<transport::TransportFinalizer>()?;
     m.add_class::<transport::WriteBuffer>()?;
     m.add_class::<transport::DatagramCore>()?;
+    m.add_function(wrap_pyfunction!(sock::coroutine_method, m)?)?;
     m.add_function(wrap_pyfunction!(transport::accept_nonblocking, m)?)?;
     m.add_function(wrap_pyfunction!(transport::accept_connections, m)?)?;
     m.add_function(wrap_pyfunction!(transport::configure_accept, m)?)?;

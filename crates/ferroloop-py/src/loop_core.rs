@@ -698,7 +698,8 @@ impl LoopCore {
         SockOp::create(slf, Kind::RecvFrom, sock, Some(bufsize), None)
     }
 
-    #[pyo3(signature = (sock, buf, nbytes=None))]
+    // The stdlib's signature says `nbytes=0` (None is taken too, as 0: the whole buffer).
+    #[pyo3(signature = (sock, buf, nbytes=None), text_signature = "($self, sock, buf, nbytes=0)")]
     fn sock_recvfrom_into(
         slf: &Bound<'_, Self>,
         sock: Py<PyAny>,

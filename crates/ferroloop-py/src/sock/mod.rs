@@ -47,6 +47,8 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 use std::os::fd::RawFd;
 
 mod coro;
+mod coro_method;
+pub(crate) use coro_method::coroutine_method;
 mod io;
 
 use coro::{classify, iter_send, stop_iteration};
