@@ -197,41 +197,24 @@ static TABLES: Tables = Tables {
 
 static TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
+fn slot(slot: c_int, pfunc: *mut c_void) -> ffi::PyType_Slot {
+    ffi::PyType_Slot { slot, pfunc }
+}
+
 fn the_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
     TYPE.get_or_try_init(py, || {
         let mut slots = [
-            ffi::PyType_Slot {
-                slot: ffi::Py_tp_dealloc,
-                pfunc: dealloc as *mut c_void,
-            },
-            ffi::PyType_Slot {
-                slot: ffi::Py_tp_descr_get,
-                pfunc: descr_get as *mut c_void,
-            },
-            ffi::PyType_Slot {
-                slot: ffi::Py_tp_call,
-                pfunc: ffi::PyVectorcall_Call as *mut c_void,
-            },
-            ffi::PyType_Slot {
-                slot: ffi::Py_tp_getattro,
-                pfunc: getattro as *mut c_void,
-            },
-            ffi::PyType_Slot {
-                slot: ffi::Py_tp_repr,
-                pfunc: repr as *mut c_void,
-            },
-            ffi::PyType_Slot {
-                slot: ffi::Py_tp_members,
-                pfunc: TABLES.members.as_ptr().cast_mut().cast(),
-            },
-            ffi::PyType_Slot {
-                slot: ffi::Py_tp_getset,
-                pfunc: TABLES.getset.as_ptr().cast_mut().cast(),
-            },
-            ffi::PyType_Slot {
-                slot: 0,
-                pfunc: ptr::null_mut(),
-            },
+            slot(ffi::Py_tp_dealloc, dealloc as *mut c_void),
+            slot(ffi::Py_tp_descr_get, descr_get as *mut c_void),
+            slot(ffi::Py_tp_call, ffi::PyVectorcall_Call as *mut c_void),
+            slot(ffi::Py_tp_getattro, getattro as *mut c_void),
+            slot(ffi::Py_tp_repr, repr as *mut c_void),
+            slot(
+                ffi::Py_tp_members,
+                TABLES.members.as_ptr().cast_mut().cast(),
+            ),
+            slot(ffi::Py_tp_getset, TABLES.getset.as_ptr().cast_mut().cast()),
+            slot(0, ptr::null_mut()),
         ];
         let flags = ffi::Py_TPFLAGS_DEFAULT
             | ffi::Py_TPFLAGS_HAVE_VECTORCALL
