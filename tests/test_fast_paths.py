@@ -539,3 +539,34 @@ def test_context_copy_outliving_its_handle_is_safe():
     assert all(gc.is_tracked(c) for c in ctxs)
     del ctxs
     gc.collect()
+
+
+@pytest.mark.parametrize("method", ["call_soon", "call_soon_threadsafe"])
+def test_failed_calls_hold_no_memory(loop, method):
+    # An argument error of the vectorcall entries releases everything it made (its message, a
+    # tuple of the arguments) at once, as the stdlib's call does: nothing left for later.
+    import tracemalloc
+
+    fn = getattr(loop, method)
+    keep = object()
+    calls = [
+        lambda: fn(),
+        lambda: fn(print, 1, 2, bogus=1),
+        lambda: fn(print, keep, context=None, callback=print),
+    ]
+    refs = sys.getrefcount(keep)
+    for call in calls * 100:  # warm-up: caches, interned names
+        with pytest.raises(TypeError):
+            call()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for call in calls * 1000:
+            with pytest.raises(TypeError):
+                call()
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 3000 * 8, f"{held} bytes held after 3000 failed calls"
+    assert sys.getrefcount(keep) == refs
